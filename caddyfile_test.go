@@ -1,0 +1,150 @@
+package whatsappcalls
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+const required = `
+	app_secret s
+	verify_token v
+	access_token a
+	bot ws://127.0.0.1:8765/bot
+`
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	port0, port40000 := 0, 40000
+	tests := []struct {
+		name    string
+		give    string
+		want    Handler
+		wantErr string
+	}{
+		{
+			name: "required only",
+			give: `whatsapp_calls {` + required + `}`,
+			want: Handler{AppSecret: "s", VerifyToken: "v", AccessToken: "a", Bot: "ws://127.0.0.1:8765/bot"},
+		},
+		{
+			name: "repeatable and valued options",
+			give: `whatsapp_calls {` + required + `
+				phone_number_ids 1 2
+				phone_number_ids 3
+				bot_protocol vonage
+				bot_sample_rate 8000
+				udp_port 0
+				max_body_size 2KB
+				answer_timeout 1m
+				bot_param b 2
+				bot_param a 1
+			}`,
+			want: Handler{
+				AppSecret: "s", VerifyToken: "v", AccessToken: "a", Bot: "ws://127.0.0.1:8765/bot",
+				PhoneNumberIDs: []string{"1", "2", "3"}, BotProtocol: "vonage", BotSampleRate: 8000,
+				UDPPort: &port0, MaxBodySize: 2000, AnswerTimeout: caddy.Duration(time.Minute),
+				BotParams: map[string]string{"a": "1", "b": "2"},
+			},
+		},
+		{
+			name: "udp port",
+			give: `whatsapp_calls {` + required + "udp_port 40000\n}",
+			want: Handler{AppSecret: "s", VerifyToken: "v", AccessToken: "a", Bot: "ws://127.0.0.1:8765/bot", UDPPort: &port40000},
+		},
+		{name: "same-line argument", give: `whatsapp_calls /x {` + required + `}`, wantErr: "wrong argument count"},
+		{name: "missing verify_token", give: "whatsapp_calls {\napp_secret s\naccess_token a\nbot ws://b\n}", wantErr: "verify_token is required"},
+		{name: "bot without scheme", give: `whatsapp_calls {` + strings.Replace(required, "ws://", "", 1) + `}`, wantErr: "is not a ws:// or wss:// URL"},
+		{name: "empty option", give: "whatsapp_calls {\napp_secret\n}", wantErr: "wrong argument count"},
+		{name: "duplicate bot_param", give: `whatsapp_calls {` + required + "bot_param a 1\nbot_param a 2\n}", wantErr: "bot_param a already specified"},
+		{name: "max_calls zero", give: `whatsapp_calls {` + required + "max_calls 0\n}", wantErr: `max_calls "0": must be a positive integer`},
+		{name: "zero body size", give: `whatsapp_calls {` + required + "max_body_size 0\n}", wantErr: "must be a size"},
+		{name: "negative port", give: `whatsapp_calls {` + required + "udp_port -1\n}", wantErr: "must be a port number"},
+		{name: "phone_number_ids without ids", give: `whatsapp_calls {` + required + "phone_number_ids\n}", wantErr: "wrong argument count"},
+		{name: "ice_server two args", give: `whatsapp_calls {` + required + "ice_server turn:x u\n}", wantErr: "ice_server needs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Handler
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.give))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tt.wantErr)) {
+					t.Fatalf("UnmarshalCaddyfile(%q) error = %v; want it to contain %q", tt.give, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("UnmarshalCaddyfile(%q) error = %v", tt.give, err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("UnmarshalCaddyfile(%q) = %+v; want %+v", tt.give, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	valid := func() Handler {
+		return Handler{AppSecret: "s", VerifyToken: "v", AccessToken: "a", Bot: "wss://b/x", GraphURL: "https://graph.facebook.com"}
+	}
+	tests := []struct {
+		name    string
+		modify  func(*Handler)
+		wantErr string
+	}{
+		{"valid", func(*Handler) {}, ""},
+		{"no access token", func(h *Handler) { h.AccessToken = "" }, "access_token is required"},
+		{"http bot", func(h *Handler) { h.Bot = "http://b" }, `scheme "http" is not ws or wss`},
+		{"placeholder scheme", func(h *Handler) { h.Bot = "{env.BOT_SCHEME}://b" }, ""},
+		{"vonage 44100", func(h *Handler) { h.BotProtocol = "vonage"; h.BotSampleRate = 44100 }, "must be 8000, 16000 or 24000"},
+		{"unknown protocol", func(h *Handler) { h.BotProtocol = "sip" }, "must be twilio or vonage"},
+		{"bad public ip", func(h *Handler) { h.PublicIPs = []string{"x"} }, "not an IP address"},
+		{"bad graph url", func(h *Handler) { h.GraphURL = "ftp://x" }, "not an http(s) URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := valid()
+			tt.modify(&h)
+			err := h.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate() = %v; want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate() = %v; want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestResolveSecretNeverEchoesValue(t *testing.T) {
+	t.Setenv("WA_TEST_SECRET", "")
+	repl := caddy.NewReplacer()
+	tests := []struct {
+		name, give, wantErr string
+	}{
+		{"unset env", "{env.WA_TEST_UNSET_VARIABLE}", "app_secret: a placeholder is unset or unknown"},
+		{"empty env", "{env.WA_TEST_SECRET}", "app_secret: a placeholder is unset or unknown"},
+		{"unknown placeholder", "s3cr3t-{nope}", "app_secret: a placeholder is unset or unknown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := resolveSecret(repl, "app_secret", tt.give)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("resolveSecret(%q) = %v; want %q", tt.give, err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "WA_TEST") {
+				t.Errorf("resolveSecret(%q) error %q echoes the value", tt.give, err)
+			}
+		})
+	}
+	got, err := resolveSecret(repl, "app_secret", "plain")
+	if err != nil || got != "plain" {
+		t.Errorf(`resolveSecret("plain") = %q, %v; want "plain", nil`, got, err)
+	}
+}

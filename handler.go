@@ -1,0 +1,113 @@
+package whatsappcalls
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
+)
+
+// signatureHeader carries the HMAC-SHA256 of the raw webhook body.
+const signatureHeader = "X-Hub-Signature-256"
+
+// ServeHTTP answers Meta's webhook verification (GET) and call webhooks
+// (POST). It is a terminal handler: it never calls next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	var err error
+	switch r.Method {
+	case http.MethodGet:
+		err = h.serveVerification(w, r)
+	case http.MethodPost:
+		err = h.serveWebhook(w, r)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		err = caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
+	}
+	status := http.StatusOK
+	var herr caddyhttp.HandlerError
+	if errors.As(err, &herr) {
+		status = herr.StatusCode
+	}
+	h.metrics.webhook(r.Method, status)
+	return err
+}
+
+// serveVerification echoes hub.challenge when hub.mode is subscribe and
+// hub.verify_token matches.
+func (h *Handler) serveVerification(w http.ResponseWriter, r *http.Request) error {
+	challenge, ok := whatsapp.VerifyChallenge(r.URL.Query(), h.verifyToken)
+	if !ok {
+		return caddyhttp.Error(http.StatusForbidden, errors.New("webhook verification failed: wrong mode or verify token"))
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(challenge)))
+	w.WriteHeader(http.StatusOK)
+	_, err := io.WriteString(w, challenge)
+	return err
+}
+
+// serveWebhook checks the signature over the raw body before anything else,
+// then dispatches every call event of the delivery and answers 200 at once.
+// No Graph call or WebRTC work happens on the request path.
+func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBodySize))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return caddyhttp.Error(http.StatusRequestEntityTooLarge,
+				fmt.Errorf("webhook body over max_body_size (%d bytes)", h.MaxBodySize))
+		}
+		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read webhook body: %w", err))
+	}
+
+	if err := whatsapp.VerifySignature(h.appSecret, body, r.Header.Get(signatureHeader)); err != nil {
+		if errors.Is(err, whatsapp.ErrMissingSignature) {
+			return caddyhttp.Error(http.StatusUnauthorized, err)
+		}
+		return caddyhttp.Error(http.StatusForbidden, err)
+	}
+
+	hook, err := whatsapp.ParseWebhook(body)
+	if err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+
+	for _, ev := range hook.CallEvents() {
+		h.dispatch(ev)
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+// dispatch hands one call event to the registry. Calls to phone numbers
+// this handler does not serve are acknowledged and left alone.
+func (h *Handler) dispatch(ev whatsapp.CallEvent) {
+	if h.phoneNumbers != nil {
+		if _, ok := h.phoneNumbers[ev.PhoneNumberID]; !ok {
+			if c := h.webhooks.Check(zapcore.DebugLevel, "call for another phone number ignored"); c != nil {
+				c.Write(zap.String("call_id", ev.Call.ID), zap.String("phone_number_id", ev.PhoneNumberID))
+			}
+			return
+		}
+	}
+	switch {
+	case ev.Call.IsConnect():
+		h.calls.connect(ev)
+	case ev.Call.IsTerminate():
+		h.calls.terminate(ev)
+	default:
+		if c := h.webhooks.Check(zapcore.DebugLevel, "call event ignored"); c != nil {
+			c.Write(zap.String("call_id", ev.Call.ID), zap.String("event", ev.Call.Event))
+		}
+	}
+}
+
+// Interface guards
+var _ caddyhttp.MiddlewareHandler = (*Handler)(nil)

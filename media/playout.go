@@ -1,0 +1,237 @@
+package media
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// PlayoutCapacity is how much bot audio a Session buffers ahead of the
+// caller before it stops reading from the bot.
+const PlayoutCapacity = 2 * time.Second
+
+// underrunWindow is the longest gap in the bot's audio that counts as an
+// underrun rather than a pause. See Playout.
+const underrunWindow = 5 // frames (100 ms)
+
+// playoutMark is a bot mark queued behind the audio that precedes it.
+type playoutMark[M any] struct {
+	at   int64 // absolute sample position: due once this many samples were popped
+	mark M
+}
+
+// Playout is the bounded buffer between the bot and the 20 ms send clock.
+//
+// Bot audio of any chunk size goes in with Push; Pop takes out one frame per
+// tick. Marks go in with PushMark in order with the audio and come out of Pop
+// once all audio pushed before them has been popped. Clear drops all queued
+// audio at once and returns the marks that were still pending.
+//
+// When the buffer is full, Push blocks until Pop makes room or its context
+// ends: audio is never dropped, and the bot's WebSocket reader simply stops
+// reading (backpressure). The bot's messages are handled in order, so a clear
+// sent while the bot is more than the capacity ahead takes effect once the
+// audio sent before it has been queued.
+//
+// Less than one frame left: Pop holds a short piece back for one tick, in case
+// the rest of it is on its way, and then plays it padded with silence (this
+// also lets a bot that sends, say, 30 ms chunks in real time settle into a
+// steady one-frame lead instead of a gap every other frame). A short piece
+// followed by a mark is the end of an utterance and is played at once.
+//
+// Underruns: an underrun is a gap of at most 100 ms in the bot's audio, that
+// is, the buffer ran dry while the bot was speaking (the previous tick played
+// bot audio) and audio arrived again within five ticks. It is counted when the
+// audio resumes. Longer gaps are pauses in speech, not underruns, and gaps
+// after Clear are never counted.
+//
+// M is the mark type (bot.Mark in a Session); marks are opaque to the buffer.
+// A Playout is safe for concurrent use by one pushing and one popping
+// goroutine.
+type Playout[M any] struct {
+	frame int           // samples per 20 ms frame
+	space chan struct{} // signalled when Pop or Clear frees room; size 1, a missed signal is re-checked by the waiter
+
+	mu      sync.Mutex
+	buf     []int16 // ring buffer
+	head    int     // index of the oldest sample
+	n       int     // samples queued
+	pushed  int64   // samples ever pushed
+	popped  int64   // samples ever popped (including discarded by Clear)
+	marks   []playoutMark[M]
+	held    bool // a short piece was held back on the previous tick
+	playing bool // the previous tick played bot audio
+	gap     int  // ticks since the last audio while in a possible underrun, 0 if none
+	under   uint64
+}
+
+// NewPlayout returns a Playout for frames of frameSamples samples that holds
+// up to capacity samples (rounded up to whole frames, at least two).
+func NewPlayout[M any](frameSamples, capacity int) *Playout[M] {
+	if frameSamples <= 0 {
+		frameSamples = 1
+	}
+	frames := (capacity + frameSamples - 1) / frameSamples
+	frames = max(frames, 2)
+	return &Playout[M]{
+		frame: frameSamples,
+		space: make(chan struct{}, 1),
+		buf:   make([]int16, frames*frameSamples),
+	}
+}
+
+// FrameSamples returns the frame size in samples.
+func (p *Playout[M]) FrameSamples() int { return p.frame }
+
+// Push appends pcm to the buffer, blocking while it is full. It returns
+// ctx.Err() if ctx ends first; the part already queued stays queued.
+func (p *Playout[M]) Push(ctx context.Context, pcm []int16) error {
+	for len(pcm) > 0 {
+		p.mu.Lock()
+		free := len(p.buf) - p.n
+		if free > 0 {
+			k := min(free, len(pcm))
+			tail := (p.head + p.n) % len(p.buf)
+			c := copy(p.buf[tail:], pcm[:k])
+			copy(p.buf, pcm[c:k])
+			p.n += k
+			p.pushed += int64(k)
+			pcm = pcm[k:]
+		}
+		p.mu.Unlock()
+		if len(pcm) == 0 {
+			return nil
+		}
+		select {
+		case <-p.space:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// PushMark queues m behind the audio pushed so far.
+func (p *Playout[M]) PushMark(m M) {
+	p.mu.Lock()
+	p.marks = append(p.marks, playoutMark[M]{at: p.pushed, mark: m})
+	p.mu.Unlock()
+}
+
+// Pop fills frame (FrameSamples long) with the next 20 ms of bot audio and
+// reports whether there was any; if not, frame is left untouched and the
+// caller sends silence. Marks whose preceding audio has now all been popped
+// are appended to due, in order.
+func (p *Playout[M]) Pop(frame []int16, due []M) (bool, []M) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	ok := false
+	switch {
+	case p.n >= p.frame:
+		p.read(frame[:p.frame])
+		ok = true
+	case p.n > 0 && (p.held || p.markAtEnd()):
+		k := p.n
+		p.read(frame[:k])
+		clear(frame[k:p.frame])
+		ok = true
+		// The tick it was held for is the end of an utterance, not a gap.
+		p.gap = 0
+	case p.n > 0:
+		p.held = true
+	}
+	if ok {
+		p.held = false
+		if p.gap > 0 {
+			p.under++
+		}
+		p.gap = 0
+		p.playing = true
+		p.signalSpace()
+	} else {
+		switch {
+		case p.playing:
+			p.gap = 1
+		case p.gap > 0 && p.gap < underrunWindow:
+			p.gap++
+		default:
+			p.gap = 0
+		}
+		p.playing = false
+	}
+	for len(p.marks) > 0 && p.marks[0].at <= p.popped {
+		due = append(due, p.marks[0].mark)
+		p.marks[0] = playoutMark[M]{}
+		p.marks = p.marks[1:]
+	}
+	if len(p.marks) == 0 {
+		p.marks = nil
+	}
+	return ok, due
+}
+
+// Clear drops all queued audio and returns the marks that were pending, in
+// order. The next Pop returns no audio.
+func (p *Playout[M]) Clear() []M {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.popped += int64(p.n)
+	p.head, p.n = 0, 0
+	p.held, p.playing, p.gap = false, false, 0
+	var pending []M
+	if len(p.marks) > 0 {
+		pending = make([]M, len(p.marks))
+		for i, m := range p.marks {
+			pending[i] = m.mark
+		}
+	}
+	p.marks = nil
+	p.signalSpace()
+	return pending
+}
+
+// Buffered returns the number of samples queued.
+func (p *Playout[M]) Buffered() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
+// Underruns returns the number of underruns so far (see Playout).
+func (p *Playout[M]) Underruns() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.under
+}
+
+// read moves len(dst) queued samples into dst. p.mu is held.
+func (p *Playout[M]) read(dst []int16) {
+	c := copy(dst, p.buf[p.head:min(p.head+len(dst), len(p.buf))])
+	copy(dst[c:], p.buf)
+	p.head = (p.head + len(dst)) % len(p.buf)
+	p.n -= len(dst)
+	p.popped += int64(len(dst))
+	if p.n == 0 {
+		p.head = 0
+	}
+}
+
+// markAtEnd reports whether a mark sits right after the queued audio, which
+// means the short piece is the end of an utterance. p.mu is held.
+func (p *Playout[M]) markAtEnd() bool {
+	for _, m := range p.marks {
+		if m.at == p.pushed {
+			return true
+		}
+	}
+	return false
+}
+
+// signalSpace wakes a blocked Push without blocking. p.mu is held.
+func (p *Playout[M]) signalSpace() {
+	select {
+	case p.space <- struct{}{}:
+	default:
+	}
+}

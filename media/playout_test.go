@@ -1,0 +1,251 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+)
+
+const testFrame = 160 // 20 ms at 8 kHz
+
+// ramp returns n samples counting up from start, so order is checkable.
+func ramp(start, n int) []int16 {
+	out := make([]int16, n)
+	for i := range out {
+		out[i] = int16(start + i)
+	}
+	return out
+}
+
+// playoutOp is one step of a playout script.
+type playoutOp struct {
+	push  []int16  // Push these samples
+	mark  string   // PushMark this
+	clear []string // Clear, expecting these pending marks (nil: none)
+	pop   *popWant // Pop, expecting this
+	isClr bool
+}
+
+type popWant struct {
+	ok    bool
+	first int16 // first sample, if ok
+	last  int16 // last sample, if ok
+	due   []string
+}
+
+func TestPlayout(t *testing.T) {
+	pop := func(ok bool, first, last int16, due ...string) playoutOp {
+		return playoutOp{pop: &popWant{ok: ok, first: first, last: last, due: due}}
+	}
+	silent := func(due ...string) playoutOp { return playoutOp{pop: &popWant{due: due}} }
+	push := func(start, n int) playoutOp { return playoutOp{push: ramp(start, n)} }
+	mark := func(m string) playoutOp { return playoutOp{mark: m} }
+	clr := func(pending ...string) playoutOp { return playoutOp{isClr: true, clear: pending} }
+
+	tests := []struct {
+		name          string
+		ops           []playoutOp
+		wantUnderruns uint64
+	}{
+		{
+			name: "chunks of any size come out as frames in order",
+			ops: []playoutOp{
+				push(0, 50), push(50, 270), push(320, 10),
+				pop(true, 0, 159), pop(true, 160, 319),
+				silent(),          // 10 samples left: held one tick
+				pop(true, 320, 0), // then played, padded with silence
+				silent(), silent(),
+			},
+		},
+		{
+			name: "a held piece joins audio that arrives in time",
+			ops: []playoutOp{
+				push(0, 240), pop(true, 0, 159),
+				silent(), // 80 left, held
+				push(240, 240),
+				pop(true, 160, 319), pop(true, 320, 479),
+			},
+			wantUnderruns: 1,
+		},
+		{
+			name: "marks come out after the audio before them",
+			ops: []playoutOp{
+				push(0, 320), mark("a"), push(320, 160), mark("b"), mark("c"),
+				pop(true, 0, 159), pop(true, 160, 319, "a"), pop(true, 320, 479, "b", "c"), silent(),
+			},
+		},
+		{
+			name: "a mark on an empty buffer is due at the next pop",
+			ops:  []playoutOp{mark("x"), silent("x"), silent()},
+		},
+		{
+			name: "a short piece before a mark plays at once",
+			ops: []playoutOp{
+				push(0, 200), mark("end"),
+				pop(true, 0, 159), pop(true, 160, 0, "end"), silent(),
+			},
+		},
+		{
+			name: "clear drops audio and returns pending marks",
+			ops: []playoutOp{
+				push(0, 160), mark("played"), push(160, 800), mark("p1"), push(960, 160), mark("p2"),
+				pop(true, 0, 159, "played"),
+				clr("p1", "p2"),
+				silent(), silent(),
+				push(5000, 160), pop(true, 5000, 5159),
+			},
+		},
+		{
+			name: "clear with nothing pending",
+			ops:  []playoutOp{push(0, 100), clr(), silent()},
+		},
+		{
+			name: "short gaps are underruns, pauses are not",
+			ops: []playoutOp{
+				push(0, 160), pop(true, 0, 159),
+				silent(), // gap of one tick
+				push(0, 160), pop(true, 0, 159),
+				silent(), silent(), silent(), silent(), silent(), // 100 ms gap
+				push(0, 160), pop(true, 0, 159),
+				silent(), silent(), silent(), silent(), silent(), silent(), // 120 ms: a pause
+				push(0, 160), pop(true, 0, 159),
+			},
+			wantUnderruns: 2,
+		},
+		{
+			name: "gaps after clear are not underruns",
+			ops: []playoutOp{
+				push(0, 480), pop(true, 0, 159), clr(), silent(), push(0, 160), pop(true, 0, 159),
+			},
+		},
+		{
+			name: "the end of an utterance is not an underrun",
+			ops: []playoutOp{
+				push(0, 200), pop(true, 0, 159), silent(), pop(true, 160, 0), silent(), silent(),
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPlayout[string](testFrame, 8000)
+			frame := make([]int16, testFrame)
+			ctx := context.Background()
+			for i, op := range tt.ops {
+				switch {
+				case op.push != nil:
+					if err := p.Push(ctx, op.push); err != nil {
+						t.Fatalf("op %d: Push error %v", i, err)
+					}
+				case op.mark != "":
+					p.PushMark(op.mark)
+				case op.isClr:
+					if got := p.Clear(); !reflect.DeepEqual(got, op.clear) {
+						t.Fatalf("op %d: Clear() = %q; want %q", i, got, op.clear)
+					}
+				case op.pop != nil:
+					for j := range frame {
+						frame[j] = -1
+					}
+					ok, due := p.Pop(frame, nil)
+					w := op.pop
+					if ok != w.ok || !reflect.DeepEqual(due, w.due) {
+						t.Fatalf("op %d: Pop() = %v, %q; want %v, %q", i, ok, due, w.ok, w.due)
+					}
+					if ok && (frame[0] != w.first || frame[testFrame-1] != w.last) {
+						t.Fatalf("op %d: Pop() frame %d..%d; want %d..%d", i, frame[0], frame[testFrame-1], w.first, w.last)
+					}
+					if !ok && frame[0] != -1 {
+						t.Fatalf("op %d: Pop() without audio wrote to the frame", i)
+					}
+				}
+			}
+			if got := p.Underruns(); got != tt.wantUnderruns {
+				t.Errorf("Underruns() = %d; want %d", got, tt.wantUnderruns)
+			}
+		})
+	}
+}
+
+func TestPlayoutBackpressure(t *testing.T) {
+	p := NewPlayout[string](testFrame, 2*testFrame)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Push(ctx, ramp(0, 2*testFrame)); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Buffered(); got != 2*testFrame {
+		t.Fatalf("Buffered() = %d; want %d", got, 2*testFrame)
+	}
+
+	// A full buffer blocks Push until Pop makes room; nothing is dropped.
+	pushed := make(chan error, 1)
+	go func() { pushed <- p.Push(ctx, ramp(2*testFrame, testFrame+10)) }()
+	frame := make([]int16, testFrame)
+	var got []int16
+	for len(got) < 3*testFrame+10 {
+		select {
+		case err := <-pushed:
+			if err != nil {
+				t.Fatalf("Push error %v", err)
+			}
+			pushed = nil
+		case <-ctx.Done():
+			t.Fatal("timed out")
+		default:
+		}
+		if ok, _ := p.Pop(frame, nil); ok {
+			got = append(got, frame...)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !reflect.DeepEqual(got[:3*testFrame+10], ramp(0, 3*testFrame+10)) {
+		t.Error("audio through a full buffer is not the audio pushed, in order")
+	}
+
+	// A blocked Push returns when its context ends.
+	if err := p.Push(ctx, ramp(0, 2*testFrame)); err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithCancel(ctx)
+	canceled := make(chan error, 1)
+	go func() { canceled <- p.Push(short, ramp(0, 10)) }()
+	cancelShort()
+	if err := <-canceled; !errors.Is(err, context.Canceled) {
+		t.Errorf("Push after cancel = %v; want context.Canceled", err)
+	}
+
+	// Clear unblocks a blocked Push.
+	unblocked := make(chan error, 1)
+	go func() { unblocked <- p.Push(ctx, ramp(0, testFrame)) }()
+	time.Sleep(10 * time.Millisecond)
+	p.Clear()
+	select {
+	case err := <-unblocked:
+		if err != nil {
+			t.Errorf("Push after Clear = %v; want nil", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Push still blocked after Clear")
+	}
+}
+
+func TestPlayoutAllocs(t *testing.T) {
+	p := NewPlayout[string](testFrame, 8000)
+	in := ramp(0, 237)
+	frame := make([]int16, testFrame)
+	due := make([]string, 0, 4)
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(1000, func() {
+		if err := p.Push(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		for p.Buffered() >= testFrame {
+			p.Pop(frame, due[:0])
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Push+Pop allocations = %v; want 0", allocs)
+	}
+}

@@ -1,0 +1,129 @@
+package whatsappcalls
+
+import (
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
+)
+
+// metrics are the handler's Prometheus collectors, registered in Caddy's
+// metrics registry (served by the admin endpoint's /metrics and by the
+// metrics handler). The collectors are process-wide so that their counts
+// survive config reloads, as live calls do.
+type metrics struct {
+	active      prometheus.Gauge
+	calls       *prometheus.CounterVec
+	webhooks    *prometheus.CounterVec
+	setup       *prometheus.HistogramVec
+	packetsIn   prometheus.Counter
+	packetsOut  prometheus.Counter
+	packetsLost prometheus.Counter
+	underruns   prometheus.Counter
+}
+
+var (
+	globalMetrics     *metrics
+	globalMetricsOnce sync.Once
+)
+
+const namespace, subsystem = "caddy", "whatsapp_calls"
+
+func newMetrics() *metrics {
+	return &metrics{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "active",
+			Help: "Calls in progress, from connect webhook to hang-up.",
+		}),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "total",
+			Help: "Calls ended, by result (answered, rejected, missed) and reason.",
+		}, []string{"result", "reason"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "webhook_requests_total",
+			Help: "Webhook requests, by method and response status code.",
+		}, []string{"method", "code"}),
+		setup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "setup_seconds",
+			Help:    "Time from the connect webhook to each setup stage: answer_ready (answer SDP built and bot dialed), pre_accept, media_connected.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
+		}, []string{"stage"}),
+		packetsIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "packets_received_total",
+			Help: "RTP audio packets received from callers, counted at call end.",
+		}),
+		packetsOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "packets_sent_total",
+			Help: "RTP audio packets sent to callers, counted at call end.",
+		}),
+		packetsLost: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "packets_lost_total",
+			Help: "RTP audio packets from callers that never arrived, counted at call end.",
+		}),
+		underruns: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "underruns_total",
+			Help: "20 ms frames played as silence because the bot's audio ran dry mid-speech, counted at call end.",
+		}),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.active, m.calls, m.webhooks, m.setup, m.packetsIn, m.packetsOut, m.packetsLost, m.underruns}
+}
+
+// loadMetrics registers the process-wide collectors in reg (a registry of
+// one Caddy config) and returns them.
+func loadMetrics(reg prometheus.Registerer) *metrics {
+	globalMetricsOnce.Do(func() { globalMetrics = newMetrics() })
+	if reg != nil {
+		for _, c := range globalMetrics.collectors() {
+			var already prometheus.AlreadyRegisteredError
+			if err := reg.Register(c); err != nil && !errors.As(err, &already) {
+				// Only a programming error (an invalid descriptor) lands here.
+				panic(err)
+			}
+		}
+	}
+	return globalMetrics
+}
+
+func (m *metrics) webhook(method string, status int) {
+	if m == nil {
+		return
+	}
+	m.webhooks.WithLabelValues(method, strconv.Itoa(status)).Inc()
+}
+
+func (m *metrics) callStarted() {
+	if m == nil {
+		return
+	}
+	m.active.Inc()
+}
+
+// callEnded counts a call that ended; calls rejected over capacity never
+// started, so they do not touch the active gauge.
+func (m *metrics) callEnded(result, reason string, st media.Stats) {
+	if m == nil {
+		return
+	}
+	if reason != "over_capacity" {
+		m.active.Dec()
+	}
+	m.calls.WithLabelValues(result, reason).Inc()
+	m.packetsIn.Add(float64(st.PacketsIn))
+	m.packetsOut.Add(float64(st.PacketsOut))
+	m.packetsLost.Add(float64(st.PacketsLost))
+	m.underruns.Add(float64(st.Underruns))
+}
+
+func (m *metrics) observeSetup(stage string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.setup.WithLabelValues(stage).Observe(d.Seconds())
+}
