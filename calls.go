@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -123,11 +124,17 @@ func (r *registry) Destruct() error {
 	return nil
 }
 
-// active returns the number of live calls.
-func (r *registry) active() int {
+// sessions returns the media sessions of the live calls that have one.
+func (r *registry) sessions() []*media.Session {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.live)
+	out := make([]*media.Session, 0, len(r.live))
+	for _, c := range r.live {
+		if s := c.session.Load(); s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // call is one call's identity and its hang-up signal. Its goroutine, run by
@@ -137,6 +144,7 @@ type call struct {
 	received time.Time
 	ctx      context.Context
 	hangup   context.CancelCauseFunc
+	session  atomic.Pointer[media.Session] // set once media is set up
 }
 
 // connect starts a call for a connect event, unless its call id was seen
@@ -256,7 +264,9 @@ func (r *registry) run(c *call, cfg callConfig) {
 		return
 	}
 	defer sess.Close()
+	c.session.Store(sess)
 	r.metrics.observeSetup("answer_ready", time.Since(c.received))
+	r.metrics.observeBotDial(sess.Stats().BotDial)
 
 	answer := sess.Answer()
 	if err := cfg.graph.PreAccept(setup, phoneID, id, answer); err != nil {

@@ -24,6 +24,8 @@ type metrics struct {
 	packetsOut  prometheus.Counter
 	packetsLost prometheus.Counter
 	underruns   prometheus.Counter
+	botDial     prometheus.Histogram
+	buffered    prometheus.Collector
 }
 
 var (
@@ -66,13 +68,37 @@ func newMetrics() *metrics {
 		}),
 		underruns: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "underruns_total",
-			Help: "20 ms frames played as silence because the bot's audio ran dry mid-speech, counted at call end.",
+			Help: "Gaps of at most 100 ms in the bot's audio mid-speech, played as silence; counted at call end.",
 		}),
+		botDial: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "bot_dial_seconds",
+			Help:    "Time to open the bot WebSocket, retries included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 3},
+		}),
+		buffered: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "playout_buffered_seconds",
+			Help: "Bot audio queued for callers, summed over live calls, at scrape time.",
+		}, bufferedSeconds),
 	}
 }
 
+// bufferedSeconds sums the playout buffer depth of every live call.
+func bufferedSeconds() float64 {
+	var ms int
+	registries.Range(func(_, v any) bool {
+		for _, s := range v.(*registry).sessions() {
+			ms += s.Stats().BufferedMs
+		}
+		return true
+	})
+	return float64(ms) / 1000
+}
+
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.active, m.calls, m.webhooks, m.setup, m.packetsIn, m.packetsOut, m.packetsLost, m.underruns}
+	return []prometheus.Collector{
+		m.active, m.calls, m.webhooks, m.setup, m.botDial, m.buffered,
+		m.packetsIn, m.packetsOut, m.packetsLost, m.underruns,
+	}
 }
 
 // loadMetrics registers the process-wide collectors in reg (a registry of
@@ -126,4 +152,11 @@ func (m *metrics) observeSetup(stage string, d time.Duration) {
 		return
 	}
 	m.setup.WithLabelValues(stage).Observe(d.Seconds())
+}
+
+func (m *metrics) observeBotDial(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.botDial.Observe(d.Seconds())
 }

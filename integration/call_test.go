@@ -37,14 +37,14 @@ type testBot struct {
 	messages []map[string]any // text messages received
 	audio    []int16          // caller audio received, at rate
 	digits   []string
-	closed   chan struct{} // closed when the bot saw the socket end
+	ended    chan struct{} // one value each time a bot connection ends
 	hangup   chan struct{} // close to make the bot hang up
 	header   http.Header
 }
 
 func newTestBot(t *testing.T, protocol string, rate int, toneHz float64) *testBot {
 	t.Helper()
-	b := &testBot{protocol: protocol, rate: rate, toneHz: toneHz, closed: make(chan struct{}), hangup: make(chan struct{})}
+	b := &testBot{protocol: protocol, rate: rate, toneHz: toneHz, ended: make(chan struct{}, 1024), hangup: make(chan struct{})}
 	b.Server = httptest.NewServer(http.HandlerFunc(b.serve))
 	t.Cleanup(b.Close)
 	return b
@@ -58,7 +58,7 @@ func (b *testBot) serve(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	defer close(b.closed)
+	defer func() { b.ended <- struct{}{} }()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 
@@ -184,6 +184,7 @@ func (a *callerAudio) samples() []int16 {
 // call is one test call placed by a pion caller through the fake Graph API.
 type testCall struct {
 	id     string
+	answer string
 	caller *caller.Caller
 	audio  *callerAudio
 }
@@ -251,7 +252,7 @@ func placeCall(t *testing.T, webhookURL string, graph *fakeGraph, callID string)
 	if acc.Body["action"] != "accept" || acc.Body["call_id"] != callID || accSession["sdp"] != answer {
 		t.Fatalf("second Graph action = %v; want accept of %s with the pre_accept SDP", acc.Body["action"], callID)
 	}
-	return &testCall{id: callID, caller: c, audio: audio}
+	return &testCall{id: callID, answer: answer, caller: c, audio: audio}
 }
 
 // speak sends d of a tone from the caller, paced in real time.
@@ -277,7 +278,33 @@ func speak(t *testing.T, c *caller.Caller, freq float64, d time.Duration) {
 	}
 }
 
+// speakUntil sends a tone from the caller at the real pace until stop is
+// closed. It reports nothing: the receiving side's checks tell.
+func speakUntil(c *caller.Caller, freq float64, stop <-chan struct{}) {
+	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
+	if err != nil {
+		return
+	}
+	pkt := make([]byte, 1500)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		n, err := enc.EncodeInt16(tone.Sine(nil, 48000, freq, 10000, i*960, 960), pkt)
+		if err == nil {
+			_ = c.SendOpus(pkt[:n])
+		}
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 func callConfig(graphURL, botURL, protocol string, extra string) string {
+	if !strings.Contains(extra, "udp_port") {
+		extra += "\nudp_port 0"
+	}
 	return fmt.Sprintf(`
 	{
 		skip_install_trust
@@ -295,7 +322,6 @@ func callConfig(graphURL, botURL, protocol string, extra string) string {
 			bot_protocol %s
 			bot_header X-Call-Id {whatsapp.call_id}
 			graph_url %s
-			udp_port 0
 			ice_networks 127.0.0.0/8
 			%s
 		}
@@ -384,7 +410,7 @@ func TestCallMetaTerminateStopsBot(t *testing.T) {
 	signedPost(t, webhook, terminateWebhook(call.id))
 
 	select {
-	case <-bot.closed:
+	case <-bot.ended:
 	case <-time.After(5 * time.Second):
 		t.Fatal("bot socket still open 5s after Meta's terminate")
 	}

@@ -71,6 +71,8 @@ type Stats struct {
 	// Duration is the time since media connected (until the session ended),
 	// or 0 if it never connected.
 	Duration time.Duration
+	// BotDial is how long dialing the bot took, retries included.
+	BotDial time.Duration
 }
 
 // Session is one call's media: a WebRTC answerer toward the caller bridged to
@@ -91,11 +93,12 @@ type Session struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	pc     *webrtc.PeerConnection
-	track  *webrtc.TrackLocalStaticRTP
-	sender *webrtc.RTPSender
-	bot    *bot.Conn
-	answer string
+	pc      *webrtc.PeerConnection
+	track   *webrtc.TrackLocalStaticRTP
+	sender  *webrtc.RTPSender
+	bot     *bot.Conn
+	botDial time.Duration // how long bot.Dial took; set before NewSession returns
+	answer  string
 
 	rate    int // bot sample rate
 	frame   int // samples per 20 ms at rate
@@ -166,12 +169,14 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	type dialResult struct {
 		conn *bot.Conn
 		err  error
+		took time.Duration
 	}
 	dialCtx, cancelDial := context.WithCancel(ctx)
 	dialed := make(chan dialResult, 1)
 	go func() {
+		start := time.Now()
 		conn, err := bot.Dial(dialCtx, cfg.Bot)
-		dialed <- dialResult{conn, err}
+		dialed <- dialResult{conn, err, time.Since(start)}
 	}()
 
 	answer, peerErr := s.setupPeer(ctx, cfg.Offer)
@@ -187,6 +192,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	}
 	if err == nil {
 		s.bot = res.conn
+		s.botDial = res.took
 		err = s.setupAudio()
 	}
 	if err != nil {
@@ -374,6 +380,7 @@ func (s *Session) Stats() Stats {
 		BufferedMs:  s.playout.Buffered() * 1000 / s.rate,
 		DTMFCount:   s.dtmfCount.Load(),
 		Duration:    d,
+		BotDial:     s.botDial,
 	}
 }
 
