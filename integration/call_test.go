@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -422,6 +423,26 @@ func TestCallMetaTerminateStopsBot(t *testing.T) {
 	case a := <-graph.notify:
 		t.Errorf("Graph call %v after Meta's own terminate; want none", a.Body)
 	case <-time.After(300 * time.Millisecond):
+	}
+
+	// The call shows in Caddy's metrics, served by the admin endpoint.
+	resp, err := http.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	metrics, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`caddy_whatsapp_calls_total{reason="",result="answered"}`,
+		`caddy_whatsapp_calls_webhook_requests_total{code="200",method="POST"}`,
+		`caddy_whatsapp_calls_setup_seconds_count{stage="media_connected"}`,
+		`caddy_whatsapp_calls_bot_dial_seconds_count`,
+		`caddy_whatsapp_calls_active 0`,
+		`caddy_whatsapp_calls_playout_buffered_seconds`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("admin /metrics lacks %s", want)
+		}
 	}
 }
 
