@@ -11,7 +11,13 @@ import (
 // it again, returning the decoded audio and the packets.
 func roundTrip(t testing.TB, rate, complexity int, src []int16) ([]int16, [][]byte) {
 	t.Helper()
-	enc, err := NewOpusEncoder(rate, complexity)
+	return roundTripFEC(t, rate, complexity, false, src)
+}
+
+// roundTripFEC is roundTrip with the encoder's in-band FEC chosen.
+func roundTripFEC(t testing.TB, rate, complexity int, fec bool, src []int16) ([]int16, [][]byte) {
+	t.Helper()
+	enc, err := newOpusEncoder(rate, complexity, fec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +129,7 @@ func TestOpusComplexityQuality(t *testing.T) {
 func TestOpusFEC(t *testing.T) {
 	for _, rate := range []int{8000, 16000, 24000} {
 		src := speechLike(rate, rate, 0)
-		_, pkts := roundTrip(t, rate, -1, src)
+		_, pkts := roundTripFEC(t, rate, -1, true, src)
 		withFEC := 0
 		for _, p := range pkts {
 			if gopus.PacketHasLBRR(p) {
@@ -138,7 +144,7 @@ func TestOpusFEC(t *testing.T) {
 	const rate = 16000
 	frame := rate / 50
 	src := speechLike(rate, rate, 0)
-	_, pkts := roundTrip(t, rate, -1, src)
+	_, pkts := roundTripFEC(t, rate, -1, true, src)
 	const lostFrame = 25
 	if !gopus.PacketHasLBRR(pkts[lostFrame+1]) {
 		t.Fatal("the packet after the lost one carries no in-band FEC")
@@ -224,14 +230,41 @@ func BenchmarkOpusEncode(b *testing.B) {
 	}
 }
 
-// BenchmarkOpusBaseline is the bare codec cost per 20 ms frame, decode and
-// encode at the bot rate: the floor under both pipelines.
+// BenchmarkOpusEncodeFEC compares encoding with and without in-band FEC at
+// the default complexity; it is why NewOpusEncoder leaves FEC off.
+func BenchmarkOpusEncodeFEC(b *testing.B) {
+	for _, rate := range []int{8000, 16000} {
+		for _, fec := range []bool{false, true} {
+			b.Run(fmt.Sprintf("rate=%d/fec=%t", rate, fec), func(b *testing.B) {
+				enc, err := newOpusEncoder(rate, -1, fec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				frame := rate / 50
+				src := speechLike(rate, 50*frame, 0)
+				buf := make([]byte, MaxOpusPacket)
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					off := (i % 50) * frame
+					if _, err := enc.Encode(src[off:off+frame], buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkOpusBaseline is the bare codec cost per 20 ms frame, the floor
+// under both pipelines: decoding the caller's 48 kHz stream (the packets
+// BenchmarkInbound uses) straight to the bot rate, and encoding a frame at
+// the bot rate.
 func BenchmarkOpusBaseline(b *testing.B) {
 	for _, rate := range []int{8000, 16000} {
 		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
 			frame := rate / 50
 			src := speechLike(rate, 50*frame, 0)
-			_, pkts := roundTrip(b, rate, -1, src)
+			pkts := callerPackets(b, speechLike(callerRate, callerRate, 0), 20)
 			enc, err := NewOpusEncoder(rate, -1)
 			if err != nil {
 				b.Fatal(err)
@@ -245,7 +278,7 @@ func BenchmarkOpusBaseline(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
-				if _, err := dec.Decode(pkts[i%len(pkts)], pcm); err != nil {
+				if _, err := dec.Decode(pkts[i%len(pkts)].Payload, pcm); err != nil {
 					b.Fatal(err)
 				}
 				off := (i % 50) * frame

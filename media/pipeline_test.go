@@ -413,3 +413,51 @@ func BenchmarkOutbound(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkBridge is one 20 ms frame through the whole bridge, both ways:
+// the inbound pipeline of BenchmarkInbound (caller packet to the bot's
+// socket) plus the outbound pipeline of BenchmarkOutbound (bot audio to an
+// encoded packet for the caller), as a bot that talks all the time costs.
+func BenchmarkBridge(b *testing.B) {
+	for _, d := range []struct {
+		protocol bot.Protocol
+		rate     int
+	}{{bot.Twilio, 8000}, {bot.Vonage, 16000}} {
+		b.Run(fmt.Sprintf("%s-%d", d.protocol, d.rate), func(b *testing.B) {
+			conn := pipeBot(b, d.protocol, d.rate)
+			dec, err := NewOpusDecoder(d.rate)
+			if err != nil {
+				b.Fatal(err)
+			}
+			enc, err := NewOpusEncoder(d.rate, -1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			in := newInbound(dec, d.rate, conn)
+			frame := d.rate / 50
+			p := NewPlayout[bot.Mark](frame, d.rate)
+			out := newOutbound(enc, p)
+			pkts := callerPackets(b, speechLike(callerRate, callerRate, 0), 20)
+			src := speechLike(d.rate, 50*frame, 1)
+			due := make([]bot.Mark, 0, 4)
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				pk := &pkts[i%len(pkts)]
+				pk.SequenceNumber, pk.Timestamp = uint16(i), uint32(i*callerFrame)
+				lost, _ := in.sequence(pk.SequenceNumber)
+				if err := in.opus(ctx, pk, lost > 0); err != nil {
+					b.Fatal(err)
+				}
+				off := (i % 50) * frame
+				if err := p.Push(ctx, src[off:off+frame]); err != nil {
+					b.Fatal(err)
+				}
+				if payload, _ := out.next(due[:0]); len(payload) <= len(silenceFrame) {
+					b.Fatal("no encoded audio")
+				}
+			}
+		})
+	}
+}

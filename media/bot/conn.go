@@ -46,6 +46,10 @@ type Conn struct {
 	// per-write context would cost a dozen allocations per frame.)
 	watchdog      *time.Timer
 	watchdogFired chan struct{}
+	// stalled is set by the watchdog before it cuts the connection, so that
+	// the read that fails because of the cut reports a write timeout, not a
+	// hang-up.
+	stalled atomic.Bool
 
 	// The reader goroutine reads one message per request on readReq and
 	// answers on readRes. Reads use readCtx, never a caller's context: the
@@ -115,6 +119,7 @@ func newConn(ws *websocket.Conn, d dialect, rate int, cfg Config, tracker *connT
 // writeStalled is the watchdog: it cuts the connection under a stalled
 // write, which then fails.
 func (c *Conn) writeStalled() {
+	c.stalled.Store(true)
 	_ = c.ws.CloseNow()
 	c.watchdogFired <- struct{}{}
 }
@@ -146,9 +151,10 @@ func (c *Conn) StreamSID() string {
 //
 // When the bot closes the WebSocket (with any status) or the connection
 // drops, the error wraps ErrBotHangup; a message larger than Config.ReadLimit
-// gives an error wrapping ErrMessageTooBig. Both are final: every later call
-// returns the same error. After Close, ReadEvent returns ErrClosed, also
-// when it was blocked as Close started.
+// gives an error wrapping ErrMessageTooBig; once a write timed out and cut
+// the connection, it wraps context.DeadlineExceeded. All are final: every
+// later call returns the same error. After Close, ReadEvent returns
+// ErrClosed, also when it was blocked as Close started.
 //
 // If ctx ends first, ReadEvent returns ctx.Err() and the connection stays
 // usable: the next call picks up the message being read.
@@ -200,6 +206,9 @@ func (c *Conn) ReadEvent(ctx context.Context) (Event, error) {
 func (c *Conn) readError(err error) error {
 	if errors.Is(err, websocket.ErrMessageTooBig) {
 		return fmt.Errorf("%w (limit %d bytes): %w", ErrMessageTooBig, c.readLimit, err)
+	}
+	if c.stalled.Load() {
+		return fmt.Errorf("connection cut after a write made no progress within %v: %w", c.writeTimeout, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("%w: %w", ErrBotHangup, err)
 }
