@@ -210,21 +210,7 @@ func BenchmarkOpusEncode(b *testing.B) {
 	for _, rate := range []int{8000, 16000, 24000} {
 		for _, c := range []int{0, 1, 3, 5, 10} {
 			b.Run(fmt.Sprintf("rate=%d/complexity=%d", rate, c), func(b *testing.B) {
-				enc, err := NewOpusEncoder(rate, c)
-				if err != nil {
-					b.Fatal(err)
-				}
-				frame := rate / 50
-				src := speechLike(rate, 50*frame, 0)
-				buf := make([]byte, MaxOpusPacket)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; b.Loop(); i++ {
-					off := (i % 50) * frame
-					if _, err := enc.Encode(src[off:off+frame], buf); err != nil {
-						b.Fatal(err)
-					}
-				}
+				benchEncode(b, rate, c, false)
 			})
 		}
 	}
@@ -236,21 +222,26 @@ func BenchmarkOpusEncodeFEC(b *testing.B) {
 	for _, rate := range []int{8000, 16000} {
 		for _, fec := range []bool{false, true} {
 			b.Run(fmt.Sprintf("rate=%d/fec=%t", rate, fec), func(b *testing.B) {
-				enc, err := newOpusEncoder(rate, -1, fec)
-				if err != nil {
-					b.Fatal(err)
-				}
-				frame := rate / 50
-				src := speechLike(rate, 50*frame, 0)
-				buf := make([]byte, MaxOpusPacket)
-				b.ReportAllocs()
-				for i := 0; b.Loop(); i++ {
-					off := (i % 50) * frame
-					if _, err := enc.Encode(src[off:off+frame], buf); err != nil {
-						b.Fatal(err)
-					}
-				}
+				benchEncode(b, rate, -1, fec)
 			})
+		}
+	}
+}
+
+// benchEncode encodes 20 ms frames of speech-like audio at rate.
+func benchEncode(b *testing.B, rate, complexity int, fec bool) {
+	enc, err := newOpusEncoder(rate, complexity, fec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	frame := rate / 50
+	src := speechLike(rate, 50*frame, 0)
+	buf := make([]byte, MaxOpusPacket)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		off := (i % 50) * frame
+		if _, err := enc.Encode(src[off:off+frame], buf); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -256,6 +256,10 @@ func hasLoopback(networks []netip.Prefix) bool {
 	return false
 }
 
+// muxBufferSize is the socket buffer size of the shared ICE UDP port. The
+// kernel caps it at net.core.rmem_max / wmem_max.
+const muxBufferSize = 4 << 20
+
 // NewUDPMux listens on port on every local address (inside networks, if not
 // empty; a loopback prefix includes loopback addresses) and returns one mux
 // that carries the ICE traffic of all calls. Port 0 picks an ephemeral port
@@ -271,6 +275,11 @@ func NewUDPMux(port int, networks []netip.Prefix, logger *zap.Logger) (ice.UDPMu
 	opts := []ice.UDPMuxFromPortOption{
 		ice.UDPMuxFromPortWithLogger(pionLoggerFactory{logger: logger.Named("pion")}.NewLogger("udpmux")),
 		ice.UDPMuxFromPortWithNetworks(ice.NetworkTypeUDP4, ice.NetworkTypeUDP6),
+		// One socket carries every call: at 250 calls that is 12,500
+		// packets a second, which the default buffer (about 208 KiB, some
+		// 16 ms of traffic) drops under any scheduling hiccup.
+		ice.UDPMuxFromPortWithReadBufferSize(muxBufferSize),
+		ice.UDPMuxFromPortWithWriteBufferSize(muxBufferSize),
 	}
 	if len(networks) > 0 {
 		opts = append(opts, ice.UDPMuxFromPortWithIPFilter(ipFilter(networks)))

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# bench/run.sh: load whatsapp_calls with N concurrent WhatsApp calls and
+# compare it with the transport floor (a plain pion RTP echo answerer) in
+# the same run. Everything runs on loopback. Needs Go and bash.
+#
+#   bench/run.sh                 # N = 10 50 100 200
+#   NS="10 50 250" bench/run.sh  # other call counts (250 adds the target line)
+#
+# Environment:
+#   NS       call counts to run                  (default "10 50 100 200")
+#   HOLD     seconds each call streams audio     (default 20)
+#   RAMP_MS  milliseconds of ramp per call       (default 20: 200 calls start over 4 s)
+#   CADDY_UDP_PORT  whatsapp_calls udp_port; 0 = a port per call (default 3478)
+#   FLOOR_UDP_PORT  the floor's shared UDP port; 0 = a port per call (default 3479)
+#   KEEP=1   keep the temp dir (binaries, Caddyfile, logs, results.jsonl)
+#
+# For each N it starts the echo floor and runs the load against it, then
+# starts Caddy (whatsapp_calls; the built-in echo bot runs in a second Caddy
+# process, so that its CPU is not counted) and runs the same
+# load, each target freshly started so that RSS per call is measured from a
+# clean process. It prints a markdown table (see cmd/whatsapp-load -table).
+set -euo pipefail
+
+NS=${NS:-"10 50 100 200"}
+HOLD=${HOLD:-20}
+RAMP_MS=${RAMP_MS:-20}
+
+APP_SECRET=bench-app-secret
+PHONE_NUMBER_ID=100000000000001
+WEBHOOK_PORT=8080
+FLOOR_PORT=8081
+BOT_PORT=8082
+ADMIN_PORT=2019
+GRAPH_ADDR=127.0.0.1:9300
+CADDY_UDP_PORT=${CADDY_UDP_PORT:-3478}
+FLOOR_UDP_PORT=${FLOOR_UDP_PORT:-3479}
+
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/whatsapp-bench.XXXXXX")
+results=$tmp/results.jsonl
+: >"$results"
+
+declare -a pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	if [[ ${KEEP:-0} == 1 ]]; then
+		echo "kept $tmp" >&2
+	else
+		rm -rf "$tmp"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "bench: $*" >&2; }
+
+# wait_port PORT: wait up to 15 s for a TCP listener on 127.0.0.1:PORT.
+wait_port() {
+	local i
+	for ((i = 0; i < 150; i++)); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	log "nothing listens on 127.0.0.1:$1 after 15 s"
+	return 1
+}
+
+# stop PID: SIGTERM, then SIGKILL after 10 s; forget the pid.
+stop() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	local keep=() p
+	for p in "${pids[@]}"; do
+		[[ $p == "$pid" ]] || keep+=("$p")
+	done
+	pids=("${keep[@]}")
+}
+
+# bounded CMD...: run CMD with a time limit when coreutils timeout exists.
+bounded() {
+	if command -v timeout >/dev/null; then
+		timeout --signal=INT --kill-after=10 "$LIMIT" "$@"
+	else
+		"$@"
+	fi
+}
+
+log "building into $tmp"
+go build -o "$tmp/caddy" ./cmd/caddy
+go build -o "$tmp/whatsapp-load" ./cmd/whatsapp-load
+load=$tmp/whatsapp-load
+
+cat >"$tmp/Caddyfile" <<EOF
+{
+	admin 127.0.0.1:$ADMIN_PORT
+	persist_config off
+	metrics
+	log {
+		output file $tmp/caddy.log
+	}
+}
+
+http://127.0.0.1:$WEBHOOK_PORT {
+	bind 127.0.0.1
+	whatsapp_calls /webhook {
+		app_secret {env.WL_APP_SECRET}
+		verify_token bench-verify-token
+		access_token bench-access-token
+		phone_number_ids $PHONE_NUMBER_ID
+		bot ws://127.0.0.1:$BOT_PORT/bot
+		graph_url http://$GRAPH_ADDR
+		ice_networks 127.0.0.0/8
+		udp_port $CADDY_UDP_PORT
+		max_calls 1000
+	}
+}
+EOF
+
+# The echo bot runs in a Caddy process of its own, as a user's bot runs
+# elsewhere: the CPU measured for whatsapp_calls is its own.
+cat >"$tmp/bot.Caddyfile" <<EOF
+{
+	admin off
+	persist_config off
+}
+
+http://127.0.0.1:$BOT_PORT {
+	bind 127.0.0.1
+	whatsapp_bot /bot {
+		mode echo
+	}
+}
+EOF
+export WL_APP_SECRET=$APP_SECRET
+# Keep Caddy's autosave and data out of the home directory.
+export XDG_CONFIG_HOME=$tmp/config XDG_DATA_HOME=$tmp/data
+
+"$tmp/caddy" validate --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/validate.log" 2>&1 || {
+	cat "$tmp/validate.log" >&2
+	exit 1
+}
+
+"$tmp/caddy" run --config "$tmp/bot.Caddyfile" --adapter caddyfile >"$tmp/bot.stdout" 2>&1 &
+pids+=("$!")
+wait_port "$BOT_PORT"
+
+log "measuring the Opus transcoding cost"
+"$load" -opus-cost -json >"$tmp/opus.out"
+head -n1 "$tmp/opus.out" >&2
+tail -n1 "$tmp/opus.out" >>"$results"
+
+# run_load LABEL PORT PID N [extra flags]: one load run, appended to results.
+run_load() {
+	local label=$1 port=$2 pid=$3 n=$4
+	shift 4
+	local ramp=$((n * RAMP_MS))ms out=$tmp/$label-$n.out
+	LIMIT=$((HOLD + n * RAMP_MS / 1000 + 90))s
+	if ! bounded "$load" -calls "$n" -ramp "$ramp" -duration "${HOLD}s" -pid "$pid" \
+		-webhook "http://127.0.0.1:$port/webhook" -graph "$GRAPH_ADDR" \
+		-app-secret "$APP_SECRET" -phone-number-id "$PHONE_NUMBER_ID" \
+		-label "$label" -json "$@" >"$out" 2>"$tmp/$label-$n.err"; then
+		log "$label N=$n: load failed"
+		cat "$tmp/$label-$n.err" >&2
+		return 1
+	fi
+	head -n1 "$out" >&2
+	tail -n1 "$out" >>"$results"
+}
+
+for n in $NS; do
+	log "N=$n: floor (pion echo)"
+	"$load" -serve-echo "127.0.0.1:$FLOOR_PORT" -graph-url "http://$GRAPH_ADDR" \
+		-app-secret "$APP_SECRET" -udp-port "$FLOOR_UDP_PORT" -v 2>"$tmp/floor-$n.log" &
+	floor=$!
+	pids+=("$floor")
+	wait_port "$FLOOR_PORT"
+	run_load floor "$FLOOR_PORT" "$floor" "$n" || true
+	stop "$floor"
+
+	log "N=$n: caddy (whatsapp_calls; echo bot in another process)"
+	"$tmp/caddy" run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy-$n.stdout" 2>&1 &
+	caddy=$!
+	pids+=("$caddy")
+	wait_port "$ADMIN_PORT"
+	wait_port "$WEBHOOK_PORT"
+	run_load caddy "$WEBHOOK_PORT" "$caddy" "$n" -metrics "http://127.0.0.1:$ADMIN_PORT/metrics" || true
+	stop "$caddy"
+done
+
+echo
+echo "whatsapp_calls vs the pion echo floor, ${HOLD} s per call, ramp ${RAMP_MS} ms/call, $(nproc 2>/dev/null || echo '?') CPUs"
+echo
+"$load" -table "$results"

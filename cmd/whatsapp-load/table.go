@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// Labels the bench script gives its two targets.
+const (
+	labelCaddy = "caddy"
+	labelFloor = "floor"
+)
+
+// benchRow pairs the caddy and floor runs of one call count.
+type benchRow struct {
+	n            int
+	caddy, floor *Report
+}
+
+// readResults parses JSON lines of Reports and OpusCosts. Blank lines and
+// lines that are not JSON objects (such as human lines) are skipped.
+func readResults(r io.Reader) (reports []Report, opus *OpusCost, err error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		text := strings.TrimSpace(sc.Text())
+		if !strings.HasPrefix(text, "{") {
+			continue
+		}
+		var k struct {
+			Kind string `json:"kind"`
+		}
+		if err := json.Unmarshal([]byte(text), &k); err != nil {
+			return nil, nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		switch k.Kind {
+		case kindLoad:
+			var rep Report
+			if err := json.Unmarshal([]byte(text), &rep); err != nil {
+				return nil, nil, fmt.Errorf("line %d: %w", line, err)
+			}
+			reports = append(reports, rep)
+		case kindOpusCost:
+			var o OpusCost
+			if err := json.Unmarshal([]byte(text), &o); err != nil {
+				return nil, nil, fmt.Errorf("line %d: %w", line, err)
+			}
+			opus = &o
+		default:
+			return nil, nil, fmt.Errorf("line %d: unknown kind %q", line, k.Kind)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("read results: %w", err)
+	}
+	return reports, opus, nil
+}
+
+// benchRows groups reports by call count, the latest of each label winning.
+func benchRows(reports []Report) []benchRow {
+	byN := map[int]*benchRow{}
+	for i := range reports {
+		rep := &reports[i]
+		row := byN[rep.Calls]
+		if row == nil {
+			row = &benchRow{n: rep.Calls}
+			byN[rep.Calls] = row
+		}
+		switch rep.Label {
+		case labelCaddy:
+			row.caddy = rep
+		case labelFloor:
+			row.floor = rep
+		}
+	}
+	rows := make([]benchRow, 0, len(byN))
+	for _, r := range byN {
+		rows = append(rows, *r)
+	}
+	slices.SortFunc(rows, func(a, b benchRow) int { return a.n - b.n })
+	return rows
+}
+
+// overheadRatio is caddy's CPU per call over the floor's plus the Opus
+// transcoding cost: how far whatsapp_calls is from the transport floor with
+// the unavoidable codec work added. ok is false when a part is missing.
+func overheadRatio(caddy, floor *Report, opus *OpusCost) (float64, bool) {
+	if caddy == nil || floor == nil || opus == nil || caddy.CPUCoresPerCall == nil || floor.CPUCoresPerCall == nil {
+		return 0, false
+	}
+	den := *floor.CPUCoresPerCall + opus.CoresPerCall
+	if den <= 0 {
+		return 0, false
+	}
+	return *caddy.CPUCoresPerCall / den, true
+}
+
+// markdownTable renders the bench results: one row per call count, plus a
+// line for the 250-call target when it was run.
+func markdownTable(reports []Report, opus *OpusCost) string {
+	na := "n/a"
+	f := func(v *float64, format string) string {
+		if v == nil {
+			return na
+		}
+		return fmt.Sprintf(format, *v)
+	}
+	var b strings.Builder
+	b.WriteString("| N | established | setup p50/p99 ms | received ratio | underruns | CPU cores/call (caddy) | CPU cores/call (floor) | opus cost cores/call | caddy/(floor+opus) | RSS/call KiB |\n")
+	b.WriteString("| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	opusCell := na
+	if opus != nil {
+		opusCell = fmt.Sprintf("%.5f", opus.CoresPerCall)
+	}
+	rows := benchRows(reports)
+	for _, row := range rows {
+		c, fl := row.caddy, row.floor
+		est, setup, recv, under, cpuC, cpuF, rss := na, na, na, na, na, na, na
+		if c != nil {
+			est = fmt.Sprintf("%d/%d", c.Established, c.Calls)
+			setup = fmt.Sprintf("%.0f/%.0f", c.AcceptMS.P50, c.AcceptMS.P99)
+			recv = fmt.Sprintf("%.3f", c.ReceivedRatio)
+			under = f(c.Underruns, "%.0f")
+			cpuC = f(c.CPUCoresPerCall, "%.5f")
+			rss = f(c.RSSPerCallKiB, "%.0f")
+		}
+		if fl != nil {
+			est += fmt.Sprintf(" (floor %d/%d)", fl.Established, fl.Calls)
+			setup += fmt.Sprintf(" (floor %.0f/%.0f)", fl.AcceptMS.P50, fl.AcceptMS.P99)
+			recv += fmt.Sprintf(" (floor %.3f)", fl.ReceivedRatio)
+			cpuF = f(fl.CPUCoresPerCall, "%.5f")
+			rss += " (floor " + f(fl.RSSPerCallKiB, "%.0f") + ")"
+		}
+		ratio := na
+		if v, ok := overheadRatio(c, fl, opus); ok {
+			ratio = fmt.Sprintf("%.2f", v)
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.n, est, setup, recv, under, cpuC, cpuF, opusCell, ratio, rss)
+	}
+	for _, row := range rows {
+		if row.n != 250 || row.caddy == nil {
+			continue
+		}
+		c := row.caddy
+		fmt.Fprintf(&b, "\n250-call target: caddy established %d/%d", c.Established, c.Calls)
+		if c.TargetCPUCores != nil {
+			fmt.Fprintf(&b, ", %.2f cores in total", *c.TargetCPUCores)
+		}
+		if c.RSSSteadyKiB != nil && c.RSSBeforeKiB != nil {
+			fmt.Fprintf(&b, ", RSS +%.1f MiB (%.1f MiB total)", float64(*c.RSSSteadyKiB-*c.RSSBeforeKiB)/1024, float64(*c.RSSSteadyKiB)/1024)
+		}
+		fmt.Fprintf(&b, ", setup p99 %.0f ms, received ratio %.3f, underruns %s.\n", c.AcceptMS.P99, c.ReceivedRatio, f(c.Underruns, "%.0f"))
+	}
+	for _, row := range rows {
+		for _, rep := range []*Report{row.caddy, row.floor} {
+			if rep == nil {
+				continue
+			}
+			drops := rep.UDPRcvbufErrors != nil && *rep.UDPRcvbufErrors > 0
+			if rep.Note != "" || len(rep.Failures) > 0 || (rep.SendPace > 0 && rep.SendPace < 0.98) || drops {
+				fmt.Fprintf(&b, "\nN=%d %s: send pace %.3f, load tool %s cores", row.n, rep.Label, rep.SendPace, f(rep.LoadCPUCores, "%.2f"))
+				if drops {
+					fmt.Fprintf(&b, ", %d UDP datagrams dropped on full receive buffers (host-wide)", *rep.UDPRcvbufErrors)
+				}
+				if len(rep.Failures) > 0 {
+					fmt.Fprintf(&b, ", failures %v", rep.Failures)
+				}
+				if rep.Note != "" {
+					fmt.Fprintf(&b, ", %s", rep.Note)
+				}
+				b.WriteString("\n")
+			}
+		}
+	}
+	return b.String()
+}
