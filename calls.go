@@ -64,7 +64,6 @@ var (
 // the new config. The last config's Cleanup destructs it, which terminates
 // every live call toward Meta and tells every bot.
 type registry struct {
-	logger  *zap.Logger
 	metrics *metrics
 
 	ctx    context.Context
@@ -81,6 +80,7 @@ type registry struct {
 
 // callConfig is what a new call needs from the current config.
 type callConfig struct {
+	logger        *zap.Logger
 	graph         graphAPI
 	engine        *media.Engine
 	bot           botTemplate
@@ -89,17 +89,16 @@ type callConfig struct {
 }
 
 // loadRegistry returns the registry under key, creating it on first use.
-func loadRegistry(key string, logger *zap.Logger, m *metrics) *registry {
+func loadRegistry(key string, m *metrics) *registry {
 	v, _, _ := registries.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return newRegistry(logger, m), nil
+		return newRegistry(m), nil
 	})
 	return v.(*registry)
 }
 
-func newRegistry(logger *zap.Logger, m *metrics) *registry {
+func newRegistry(m *metrics) *registry {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &registry{
-		logger:  logger,
 		metrics: m,
 		ctx:     ctx,
 		cancel:  cancel,
@@ -109,12 +108,12 @@ func newRegistry(logger *zap.Logger, m *metrics) *registry {
 	}
 }
 
-// configure points new calls at the current config. Live calls keep the
-// config they started with.
-func (r *registry) configure(graph graphAPI, engine *media.Engine, bt botTemplate, maxCalls int, answerTimeout time.Duration) {
+// configure points new calls at the current config, its logger included.
+// Live calls keep the config they started with.
+func (r *registry) configure(cfg callConfig) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cfg = callConfig{graph: graph, engine: engine, bot: bt, maxCalls: maxCalls, answerTimeout: answerTimeout}
+	r.cfg = cfg
 }
 
 // Destruct terminates every live call and waits for all of them.
@@ -157,8 +156,9 @@ func (r *registry) connect(ev whatsapp.CallEvent) {
 		return
 	}
 	if _, dup := r.seen[id]; dup {
+		logger := r.cfg.logger
 		r.mu.Unlock()
-		if c := r.logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
+		if c := logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
 			c.Write(zap.String("call_id", id))
 		}
 		return
@@ -170,7 +170,7 @@ func (r *registry) connect(ev whatsapp.CallEvent) {
 		r.mu.Unlock()
 		go func() {
 			defer r.wg.Done()
-			r.reject(cfg.graph, ev, errOverCapacity, "over_capacity")
+			r.reject(cfg, ev, errOverCapacity, "over_capacity")
 		}()
 		return
 	}
@@ -192,11 +192,12 @@ func (r *registry) terminate(ev whatsapp.CallEvent) {
 	if c == nil {
 		r.remember(ev.Call.ID)
 	}
+	logger := r.cfg.logger
 	r.mu.Unlock()
 	if c != nil {
 		c.hangup(errCallerHungUp)
 	}
-	r.logger.Info("call terminated by meta",
+	logger.Info("call terminated by meta",
 		zap.String("call_id", ev.Call.ID),
 		zap.String("status", ev.Call.Status),
 		zap.String("reason", ev.Reason()),
@@ -234,18 +235,18 @@ func (r *registry) run(c *call, cfg callConfig) {
 	defer r.release(c)
 
 	id, phoneID := c.ev.Call.ID, c.ev.PhoneNumberID
-	log := r.logger.With(zap.String("call_id", id))
+	log := cfg.logger.With(zap.String("call_id", id))
 
 	setup, cancel := context.WithTimeout(c.ctx, cfg.answerTimeout)
 	defer cancel()
 
 	if c.ev.Call.Session == nil || c.ev.Call.Session.SDP == "" {
-		r.reject(cfg.graph, c.ev, errors.New("connect webhook without an SDP offer"), "bad_offer")
+		r.reject(cfg, c.ev, errors.New("connect webhook without an SDP offer"), "bad_offer")
 		return
 	}
 	botCfg, err := cfg.bot.config(c.ev, log.Named("bot"))
 	if err != nil {
-		r.fail(c, cfg.graph, fmt.Errorf("bot config: %w", err), "bot_config")
+		r.fail(c, cfg, fmt.Errorf("bot config: %w", err), "bot_config")
 		return
 	}
 
@@ -260,7 +261,7 @@ func (r *registry) run(c *call, cfg callConfig) {
 		if errors.Is(err, media.ErrBotUnavailable) {
 			reason = "bot_unavailable"
 		}
-		r.fail(c, cfg.graph, err, reason)
+		r.fail(c, cfg, err, reason)
 		return
 	}
 	defer sess.Close()
@@ -270,7 +271,7 @@ func (r *registry) run(c *call, cfg callConfig) {
 
 	answer := sess.Answer()
 	if err := cfg.graph.PreAccept(setup, phoneID, id, answer); err != nil {
-		r.fail(c, cfg.graph, err, "graph_pre_accept")
+		r.fail(c, cfg, err, "graph_pre_accept")
 		return
 	}
 	r.metrics.observeSetup("pre_accept", time.Since(c.received))
@@ -279,13 +280,13 @@ func (r *registry) run(c *call, cfg callConfig) {
 		if errors.Is(setup.Err(), context.DeadlineExceeded) {
 			err = fmt.Errorf("media not connected within answer_timeout %s: %w", cfg.answerTimeout, err)
 		}
-		r.fail(c, cfg.graph, err, "media_timeout")
+		r.fail(c, cfg, err, "media_timeout")
 		return
 	}
 	r.metrics.observeSetup("media_connected", time.Since(c.received))
 
 	if err := cfg.graph.Accept(setup, phoneID, id, answer, ""); err != nil {
-		r.fail(c, cfg.graph, err, "graph_accept")
+		r.fail(c, cfg, err, "graph_accept")
 		return
 	}
 	answered := time.Now()
@@ -318,18 +319,18 @@ func (r *registry) run(c *call, cfg callConfig) {
 
 // fail ends a call that was never answered: it is rejected toward Meta,
 // unless the caller already hung up.
-func (r *registry) fail(c *call, graph graphAPI, err error, reason string) {
+func (r *registry) fail(c *call, cfg callConfig, err error, reason string) {
 	if errors.Is(context.Cause(c.ctx), errCallerHungUp) {
 		r.metrics.callEnded(resultMissed, "caller_hung_up", media.Stats{})
-		r.logger.Info("call ended", zap.String("call_id", c.ev.Call.ID),
+		cfg.logger.Info("call ended", zap.String("call_id", c.ev.Call.ID),
 			zap.String("result", resultMissed), zap.Duration("duration", time.Since(c.received)))
 		return
 	}
-	r.reject(graph, c.ev, err, reason)
+	r.reject(cfg, c.ev, err, reason)
 }
 
 // reject sends reject toward Meta and logs the call's summary line.
-func (r *registry) reject(graph graphAPI, ev whatsapp.CallEvent, cause error, reason string) {
+func (r *registry) reject(cfg callConfig, ev whatsapp.CallEvent, cause error, reason string) {
 	ctx, cancel := context.WithTimeout(context.Background(), graphBudget)
 	defer cancel()
 	fields := []zap.Field{
@@ -338,11 +339,11 @@ func (r *registry) reject(graph graphAPI, ev whatsapp.CallEvent, cause error, re
 		zap.String("reason", reason),
 		zap.Error(cause),
 	}
-	if err := graph.Reject(ctx, ev.PhoneNumberID, ev.Call.ID); err != nil {
+	if err := cfg.graph.Reject(ctx, ev.PhoneNumberID, ev.Call.ID); err != nil {
 		fields = append(fields, zap.NamedError("reject_error", err))
 	}
 	r.metrics.callEnded(resultRejected, reason, media.Stats{})
-	r.logger.Warn("call ended", fields...)
+	cfg.logger.Warn("call ended", fields...)
 }
 
 func (r *registry) terminateTowardMeta(graph graphAPI, ev whatsapp.CallEvent, log *zap.Logger) {
@@ -361,6 +362,8 @@ func endedBy(err error) string {
 		return "shutdown"
 	case errors.Is(err, media.ErrBotHangup):
 		return "bot"
+	case errors.Is(err, media.ErrBotFailed):
+		return "bot_failed"
 	case errors.Is(err, media.ErrMediaFailed):
 		return "media"
 	default:

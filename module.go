@@ -272,8 +272,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.metrics = loadMetrics(ctx.GetMetricsRegistry())
-	h.calls = loadRegistry(h.registryKey(), h.logger.Named("calls"), h.metrics)
-	h.calls.configure(h.graph, h.engine, h.botTemplate, h.MaxCalls, time.Duration(h.AnswerTimeout))
+	h.calls = loadRegistry(h.registryKey(), h.metrics)
+	h.calls.configure(callConfig{
+		logger:        h.logger.Named("calls"),
+		graph:         h.graph,
+		engine:        h.engine,
+		bot:           h.botTemplate,
+		maxCalls:      h.MaxCalls,
+		answerTimeout: time.Duration(h.AnswerTimeout),
+	})
 	return nil
 }
 
