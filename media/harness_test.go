@@ -347,11 +347,13 @@ func (c *caller) receivedLen() int {
 
 // writePacket sends one RTP packet on the shared sequence; opus packets
 // advance the timestamp by one frame after being sent.
+// The lock covers the write too, so that the tone and DTMF goroutines never
+// put sequence numbers on the wire out of order (which reads as loss).
 func (c *caller) writePacket(payload []byte, pt uint8, ts uint32, opus bool) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	h := rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: c.seq, Timestamp: ts}
 	c.seq++
-	c.mu.Unlock()
 	return c.track.write(&h, payload, opus)
 }
 

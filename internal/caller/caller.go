@@ -48,7 +48,7 @@ type Caller struct {
 	closed    atomic.Bool
 	wg        sync.WaitGroup
 
-	mu  sync.Mutex
+	mu  sync.Mutex // orders sequence numbers and writes
 	seq uint16
 	ts  uint32
 
@@ -168,10 +168,10 @@ func (c *Caller) Received() uint64 { return c.received.Load() }
 // SendOpus sends one 20 ms Opus packet. The caller paces calls.
 func (c *Caller) SendOpus(payload []byte) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.seq++
 	c.ts += SamplesPer20
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: OpusPT, SequenceNumber: c.seq, Timestamp: c.ts}, Payload: payload}
-	c.mu.Unlock()
 	return c.write(&pkt)
 }
 
@@ -214,8 +214,9 @@ func (c *Caller) SendDTMF(ctx context.Context, digit byte, duration time.Duratio
 			c.seq++
 			pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: DTMFPT, SequenceNumber: c.seq, Timestamp: start, Marker: first},
 				Payload: []byte{code, endBit(end) | 10, byte(d >> 8), byte(d)}}
+			err := c.write(&pkt) // under the lock: sequence numbers leave in order
 			c.mu.Unlock()
-			if err := c.write(&pkt); err != nil {
+			if err != nil {
 				return err
 			}
 		}
