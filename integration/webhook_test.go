@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
 )
 
@@ -178,7 +179,12 @@ func TestWebhookServer(t *testing.T) {
 	}
 
 	t.Run("connect with the bot down is rejected once", func(t *testing.T) {
-		body := connectPayload("wacid.botdown")
+		c, err := caller.New(caller.Config{Lite: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		body := connectWebhook("wacid.botdown", c.Offer())
 		start := time.Now()
 		for range 2 { // Meta retries deliveries: the second must do nothing.
 			if got := post(t, url, body, signed(body)); got != http.StatusOK {
@@ -199,6 +205,15 @@ func TestWebhookServer(t *testing.T) {
 		case extra := <-graph.notify:
 			t.Fatalf("unexpected second Graph call %v", extra.Body)
 		case <-time.After(500 * time.Millisecond):
+		}
+		resp, err := http.Get("http://localhost:2999/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		metrics, _ := io.ReadAll(resp.Body)
+		if want := `caddy_whatsapp_calls_total{reason="bot_unavailable",result="rejected"}`; !strings.Contains(string(metrics), want) {
+			t.Errorf("admin /metrics lacks %s: the reject was not for the bot being down", want)
 		}
 	})
 
