@@ -116,9 +116,13 @@ func (r *registry) configure(cfg callConfig) {
 	r.cfg = cfg
 }
 
-// Destruct terminates every live call and waits for all of them.
+// Destruct terminates every live call and waits for all of them. The
+// cancel happens under r.mu, where connect checks r.ctx before it adds to
+// r.wg, so no call can start once the wait has begun.
 func (r *registry) Destruct() error {
+	r.mu.Lock()
 	r.cancel(errShutdown)
+	r.mu.Unlock()
 	r.wg.Wait()
 	return nil
 }
