@@ -19,6 +19,11 @@
 # process, so that its CPU is not counted) and runs the same
 # load, each target freshly started so that RSS per call is measured from a
 # clean process. It prints a markdown table (see cmd/whatsapp-load -table).
+#
+# Every call probes its echo latency every 4 s (1 s of silence, then loud
+# speech; the time to the first loud echoed packet). The echo bot's delay
+# is 1 ms (the smallest it accepts), so that (caddy RTT p50 - floor RTT p50)/2
+# is the latency whatsapp_calls adds per direction.
 set -euo pipefail
 
 NS=${NS:-"10 50 100 200"}
@@ -142,6 +147,7 @@ http://127.0.0.1:$BOT_PORT {
 	bind 127.0.0.1
 	whatsapp_bot /bot {
 		mode echo
+		delay 1ms
 	}
 }
 EOF

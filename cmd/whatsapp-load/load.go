@@ -77,7 +77,7 @@ func (r *runner) fail(reason string, err error) string {
 // runLoad runs cfg.Calls calls against the target and reports. Details of
 // the first error of each failure reason are written to diag.
 func runLoad(ctx context.Context, cfg loadConfig, diag io.Writer) (Report, error) {
-	packets, err := speechPackets()
+	packets, err := probePackets()
 	if err != nil {
 		return Report{}, err
 	}
@@ -126,7 +126,7 @@ func runLoad(ctx context.Context, cfg loadConfig, diag io.Writer) (Report, error
 		<-served
 	}()
 
-	p := newPacer(packets)
+	p := newPacer(packets, probeSilencePackets)
 	pctx, stopPacer := context.WithCancel(ctx)
 	paced := make(chan struct{})
 	go func() {
@@ -240,7 +240,12 @@ func (r *runner) call(ctx context.Context, i int) (res callResult) {
 	from := callerNumber(i)
 	gc := r.graph.expect(id)
 	var audible atomic.Uint64
+	pr, err := newProbe()
+	if err != nil {
+		return callResult{reason: r.fail("probe", err)}
+	}
 	c, err := caller.New(caller.Config{Lite: true, OnAudio: func(p *rtp.Packet) {
+		pr.observe(p.Payload, time.Now())
 		if len(p.Payload) > silenceFrameLen {
 			audible.Add(1)
 		}
@@ -296,7 +301,7 @@ func (r *runner) call(ctx context.Context, i int) (res callResult) {
 	end := started.Add(r.cfg.Hold)
 
 	recv0, aud0 := c.Received(), audible.Load()
-	st := r.pacer.add(c, end, i)
+	st := r.pacer.add(c, pr, end, i)
 	select {
 	case <-st.done:
 	case <-c.Failed():
@@ -310,6 +315,7 @@ func (r *runner) call(ctx context.Context, i int) (res callResult) {
 	res.stoppedAt = time.Now()
 	res.received, res.audible = c.Received()-recv0, audible.Load()-aud0
 	res.nominal = uint64(time.Since(started) / packetInterval)
+	res.rtts, res.probesMissed = pr.results(res.stoppedAt)
 
 	select {
 	case <-gc.ended: // the target hung up: Meta would not send terminate for the user
@@ -344,31 +350,38 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // stream is one call's audio in the pacer. Its fields belong to the pacer
 // (under pacer.mu); done is closed when the hold ends.
 type stream struct {
-	c    *caller.Caller
-	end  time.Time
-	next int
-	sent uint64
-	done chan struct{}
+	c     *caller.Caller
+	probe *probe // nil: no latency probe
+	end   time.Time
+	next  int
+	sent  uint64
+	done  chan struct{}
 }
 
 // pacer sends one pre-encoded Opus packet per stream every 20 ms from a
 // single ticker, which is far cheaper than a ticker per call.
 type pacer struct {
 	packets [][]byte
+	// onset is the index of the packet that starts a latency probe: the
+	// first loud one after silence. A stream's probe is told when it sends
+	// it, once the stream has sent the whole silence before it.
+	onset int
 
 	mu      sync.Mutex
 	streams map[*stream]struct{}
 }
 
-// newPacer returns a pacer replaying packets in a loop.
-func newPacer(packets [][]byte) *pacer {
-	return &pacer{packets: packets, streams: map[*stream]struct{}{}}
+// newPacer returns a pacer replaying packets in a loop, packets[onset]
+// starting a latency probe (onset < 0: none).
+func newPacer(packets [][]byte, onset int) *pacer {
+	return &pacer{packets: packets, onset: onset, streams: map[*stream]struct{}{}}
 }
 
-// add starts sending to c until end. i staggers the starting packet so that
-// calls do not all say the same thing at once.
-func (p *pacer) add(c *caller.Caller, end time.Time, i int) *stream {
-	s := &stream{c: c, end: end, next: (i * 7) % len(p.packets), done: make(chan struct{})}
+// add starts sending to c until end, telling pr (if not nil) when a probe
+// starts. i staggers the starting packet so that calls do not all say the
+// same thing at once.
+func (p *pacer) add(c *caller.Caller, pr *probe, end time.Time, i int) *stream {
+	s := &stream{c: c, probe: pr, end: end, next: (i * 7) % len(p.packets), done: make(chan struct{})}
 	p.mu.Lock()
 	p.streams[s] = struct{}{}
 	p.mu.Unlock()
@@ -393,6 +406,9 @@ func (p *pacer) tick(now time.Time) {
 			delete(p.streams, s)
 			close(s.done)
 			continue
+		}
+		if s.probe != nil && s.next == p.onset && s.sent >= uint64(p.onset) {
+			s.probe.onset(time.Now())
 		}
 		if s.c.SendOpus(p.packets[s.next]) == nil {
 			s.sent++

@@ -9,9 +9,12 @@
 // starts spread over -ramp. Each call makes an ICE-lite offer, posts a
 // signed connect webhook, applies the answer the target sends with
 // pre_accept to the fake Graph API hosted at -graph, waits for connected
-// media and accept, sends pre-encoded speech (encoded once at startup with
+// media and accept, sends pre-encoded audio (encoded once at startup with
 // gopus, replayed from one shared 20 ms ticker) for -duration, then posts a
-// terminate webhook. It reports calls established and failed, setup latency
+// terminate webhook. The audio loops every 4 s: 1 s of silence, then 3 s of
+// speech that starts loud; each onset is a latency probe, timed from sending
+// it to receiving the first echoed packet that decodes loud (the round-trip
+// echo latency, reported as percentiles). It reports calls established and failed, setup latency
 // percentiles (webhook to pre_accept, webhook to accept), the received /
 // sent packet ratio of the echoed audio, underruns (the increase of
 // caddy_whatsapp_calls_underruns_total at -metrics, when given), and, with

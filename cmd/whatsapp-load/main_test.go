@@ -212,9 +212,10 @@ caddy_whatsapp_calls_active 1.5e+00
 
 func TestBuildReport(t *testing.T) {
 	results := []callResult{
-		{established: true, preAccept: ms(10), accept: ms(100), sent: 1000, nominal: 1000, received: 990, audible: 900},
+		{established: true, preAccept: ms(10), accept: ms(100), sent: 1000, nominal: 1000, received: 990, audible: 900,
+			rtts: []time.Duration{ms(40), ms(60)}, probesMissed: 1},
 		{established: true, preAccept: ms(20), accept: ms(200), sent: 1000, nominal: 1000, received: 1000, audible: 1000,
-			dropped: true, reason: "media failed during hold"},
+			dropped: true, reason: "media failed during hold", rtts: []time.Duration{ms(50)}},
 		{reason: "no pre_accept"},
 		{preAccept: ms(30), reason: "media not connected"},
 	}
@@ -242,6 +243,9 @@ func TestBuildReport(t *testing.T) {
 	if r.PacketsSent != 2000 || r.PacketsReceived != 1990 || r.ReceivedRatio != 0.995 {
 		t.Errorf("packets = %d/%d ratio %v; want 1990/2000 0.995", r.PacketsReceived, r.PacketsSent, r.ReceivedRatio)
 	}
+	if want := (Percentiles{N: 3, P50: 50, P90: 60, P99: 60}); r.EchoRTTMS != want || r.EchoProbesMissed != 1 {
+		t.Errorf("echo RTT = %+v, %d missed; want %+v, 1 missed", r.EchoRTTMS, r.EchoProbesMissed, want)
+	}
 	if r.TargetCPUCores == nil || *r.TargetCPUCores != 0.4 || r.CPUCoresPerCall == nil || *r.CPUCoresPerCall != 0.2 {
 		t.Errorf("cpu = %v / %v per call; want 0.4 / 0.2", r.TargetCPUCores, r.CPUCoresPerCall)
 	}
@@ -254,7 +258,7 @@ func TestBuildReport(t *testing.T) {
 	if r.Underruns == nil || *r.Underruns != 4 {
 		t.Errorf("Underruns = %v; want 4", r.Underruns)
 	}
-	for _, want := range []string{"2/4 calls established", "0.20000 cores/call", "1000 KiB/call", "underruns 4"} {
+	for _, want := range []string{"2/4 calls established", "echo RTT ms p50 50.0 p90 60.0 p99 60.0 (3 probes, 1 missed)", "0.20000 cores/call", "1000 KiB/call", "underruns 4"} {
 		if h := r.Human(); !strings.Contains(h, want) {
 			t.Errorf("Human() = %q; want it to contain %q", h, want)
 		}
@@ -450,8 +454,10 @@ func TestMarkdownTable(t *testing.T) {
 	f := func(v float64) *float64 { return &v }
 	i := func(v int64) *int64 { return &v }
 	reports := []Report{
-		{Kind: kindLoad, Label: labelFloor, Calls: 250, Established: 250, AcceptMS: Percentiles{P50: 200, P99: 300}, ReceivedRatio: 1, CPUCoresPerCall: f(0.002), RSSPerCallKiB: f(100)},
+		{Kind: kindLoad, Label: labelFloor, Calls: 250, Established: 250, AcceptMS: Percentiles{P50: 200, P99: 300}, ReceivedRatio: 1, CPUCoresPerCall: f(0.002), RSSPerCallKiB: f(100),
+			EchoRTTMS: Percentiles{N: 100, P50: 1.2, P99: 3}},
 		{Kind: kindLoad, Label: labelCaddy, Calls: 250, Established: 249, AcceptMS: Percentiles{P50: 250, P99: 400}, ReceivedRatio: 0.999,
+			EchoRTTMS: Percentiles{N: 100, P50: 41.2, P99: 60}, EchoProbesMissed: 2,
 			Underruns: f(3), CPUCoresPerCall: f(0.012), TargetCPUCores: f(2.988), RSSBeforeKiB: i(20_000), RSSSteadyKiB: i(71_200), RSSPerCallKiB: f(205.6),
 			Failures: map[string]int{"no accept": 1}},
 		{Kind: kindLoad, Label: labelCaddy, Calls: 10, Established: 10, CPUCoresPerCall: f(0.01)},
@@ -466,7 +472,8 @@ func TestMarkdownTable(t *testing.T) {
 	out := markdownTable(reports, opus)
 	for _, want := range []string{
 		"| 10 | 10/10 |",
-		"| 250 | 249/250 (floor 250/250) | 250/400 (floor 200/300) | 0.999 (floor 1.000) | 3 | 0.01200 | 0.00200 | 0.00400 | 2.00 | 206 (floor 100) |",
+		"| 250 | 249/250 (floor 250/250) | 250/400 (floor 200/300) | 0.999 (floor 1.000) | 3 | 0.01200 | 0.00200 | 0.00400 | 2.00 | 206 (floor 100) | 41.2/60.0, 2 missed (floor 1.2/3.0) | 20.0 |",
+		"| 10 | 10/10 | 0/0 | 0.000 | n/a | 0.01000 | n/a | 0.00400 | n/a | n/a | n/a | n/a |",
 		"250-call target: caddy established 249/250, 2.99 cores in total, RSS +50.0 MiB",
 		"failures map[no accept:1]",
 	} {

@@ -116,6 +116,12 @@ type Report struct {
 	// socket's receive buffer was full. It counts every process on the
 	// host; null if unreadable.
 	UDPRcvbufErrors *uint64 `json:"udp_rcvbuf_errors"`
+	// EchoRTTMS is the round-trip echo latency: from sending the first
+	// loud packet after 1 s of silence to receiving the first echoed packet
+	// that decodes loud, probed every 4 s in every established call.
+	EchoRTTMS Percentiles `json:"echo_rtt_ms"`
+	// EchoProbesMissed counts probes whose echo did not come within 2 s.
+	EchoProbesMissed int `json:"echo_probes_missed"`
 	// GraphActions counts the Graph API call actions received, by action.
 	GraphActions map[string]int `json:"graph_actions"`
 	// Note explains missing measurements.
@@ -124,17 +130,19 @@ type Report struct {
 
 // callResult is what one call contributes to a Report.
 type callResult struct {
-	established bool
-	dropped     bool
-	reason      string // why the call failed or dropped
-	preAccept   time.Duration
-	accept      time.Duration
-	setupAt     time.Time // when the call was established or its setup failed
-	stoppedAt   time.Time // when an established call stopped streaming
-	sent        uint64    // packets sent while holding
-	nominal     uint64    // packets a perfect 20 ms pace would have sent
-	received    uint64
-	audible     uint64
+	established  bool
+	dropped      bool
+	reason       string // why the call failed or dropped
+	preAccept    time.Duration
+	accept       time.Duration
+	setupAt      time.Time // when the call was established or its setup failed
+	stoppedAt    time.Time // when an established call stopped streaming
+	sent         uint64    // packets sent while holding
+	nominal      uint64    // packets a perfect 20 ms pace would have sent
+	received     uint64
+	audible      uint64
+	rtts         []time.Duration // echo round trips of the latency probes
+	probesMissed int             // probes whose echo never came
 }
 
 // window is a steady-state measurement: samples of the target and of this
@@ -152,7 +160,7 @@ type window struct {
 // target's counters into a Report.
 func buildReport(label string, results []callResult, w window, rssBefore *int64, underruns *float64, graph map[string]int, hz uint64) Report {
 	r := Report{Kind: kindLoad, Label: label, Calls: len(results), Underruns: underruns, GraphActions: graph}
-	var pre, acc []time.Duration
+	var pre, acc, rtts []time.Duration
 	for _, c := range results {
 		if c.reason != "" {
 			if r.Failures == nil {
@@ -176,8 +184,11 @@ func buildReport(label string, results []callResult, w window, rssBefore *int64,
 		r.PacketsSent += c.sent
 		r.PacketsReceived += c.received
 		r.PacketsAudible += c.audible
+		rtts = append(rtts, c.rtts...)
+		r.EchoProbesMissed += c.probesMissed
 	}
 	r.PreAcceptMS, r.AcceptMS = summarize(pre), summarize(acc)
+	r.EchoRTTMS = summarize(rtts)
 	if r.PacketsSent > 0 {
 		r.ReceivedRatio = round(float64(r.PacketsReceived)/float64(r.PacketsSent), 4)
 	}
@@ -235,6 +246,8 @@ func (r Report) Human() string {
 	fmt.Fprintf(&b, "; setup ms pre_accept p50 %.1f p90 %.1f p99 %.1f, accept p50 %.1f p90 %.1f p99 %.1f",
 		r.PreAcceptMS.P50, r.PreAcceptMS.P90, r.PreAcceptMS.P99, r.AcceptMS.P50, r.AcceptMS.P90, r.AcceptMS.P99)
 	fmt.Fprintf(&b, "; received %.4f (%d/%d packets, %d audible)", r.ReceivedRatio, r.PacketsReceived, r.PacketsSent, r.PacketsAudible)
+	fmt.Fprintf(&b, "; echo RTT ms p50 %.1f p90 %.1f p99 %.1f (%d probes, %d missed)",
+		r.EchoRTTMS.P50, r.EchoRTTMS.P90, r.EchoRTTMS.P99, r.EchoRTTMS.N, r.EchoProbesMissed)
 	if r.Underruns != nil {
 		fmt.Fprintf(&b, "; underruns %.0f", *r.Underruns)
 	} else {

@@ -99,6 +99,29 @@ func overheadRatio(caddy, floor *Report, opus *OpusCost) (float64, bool) {
 	return *caddy.CPUCoresPerCall / den, true
 }
 
+// addedLatency is the latency whatsapp_calls adds per direction: half the
+// difference of the caddy and floor median echo round trips (with the echo
+// bot's delay near 0). ok is false when either run measured no round trip.
+func addedLatency(caddy, floor *Report) (float64, bool) {
+	if caddy == nil || floor == nil || caddy.EchoRTTMS.N == 0 || floor.EchoRTTMS.N == 0 {
+		return 0, false
+	}
+	return (caddy.EchoRTTMS.P50 - floor.EchoRTTMS.P50) / 2, true
+}
+
+// rttCell renders a report's echo round trip as "p50/p99", n/a without
+// probes, with the missed probes when there were any.
+func rttCell(r *Report) string {
+	if r.EchoRTTMS.N == 0 {
+		return "n/a"
+	}
+	s := fmt.Sprintf("%.1f/%.1f", r.EchoRTTMS.P50, r.EchoRTTMS.P99)
+	if r.EchoProbesMissed > 0 {
+		s += fmt.Sprintf(", %d missed", r.EchoProbesMissed)
+	}
+	return s
+}
+
 // markdownTable renders the bench results: one row per call count, plus a
 // line for the 250-call target when it was run.
 func markdownTable(reports []Report, opus *OpusCost) string {
@@ -110,8 +133,8 @@ func markdownTable(reports []Report, opus *OpusCost) string {
 		return fmt.Sprintf(format, *v)
 	}
 	var b strings.Builder
-	b.WriteString("| N | established | setup p50/p99 ms | received ratio | underruns | CPU cores/call (caddy) | CPU cores/call (floor) | opus cost cores/call | caddy/(floor+opus) | RSS/call KiB |\n")
-	b.WriteString("| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	b.WriteString("| N | established | setup p50/p99 ms | received ratio | underruns | CPU cores/call (caddy) | CPU cores/call (floor) | opus cost cores/call | caddy/(floor+opus) | RSS/call KiB | echo RTT p50/p99 ms | added latency/direction ms ((caddy p50 - floor p50)/2) |\n")
+	b.WriteString("| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |\n")
 	opusCell := na
 	if opus != nil {
 		opusCell = fmt.Sprintf("%.5f", opus.CoresPerCall)
@@ -119,7 +142,7 @@ func markdownTable(reports []Report, opus *OpusCost) string {
 	rows := benchRows(reports)
 	for _, row := range rows {
 		c, fl := row.caddy, row.floor
-		est, setup, recv, under, cpuC, cpuF, rss := na, na, na, na, na, na, na
+		est, setup, recv, under, cpuC, cpuF, rss, rtt := na, na, na, na, na, na, na, na
 		if c != nil {
 			est = fmt.Sprintf("%d/%d", c.Established, c.Calls)
 			setup = fmt.Sprintf("%.0f/%.0f", c.AcceptMS.P50, c.AcceptMS.P99)
@@ -127,6 +150,7 @@ func markdownTable(reports []Report, opus *OpusCost) string {
 			under = f(c.Underruns, "%.0f")
 			cpuC = f(c.CPUCoresPerCall, "%.5f")
 			rss = f(c.RSSPerCallKiB, "%.0f")
+			rtt = rttCell(c)
 		}
 		if fl != nil {
 			est += fmt.Sprintf(" (floor %d/%d)", fl.Established, fl.Calls)
@@ -134,12 +158,17 @@ func markdownTable(reports []Report, opus *OpusCost) string {
 			recv += fmt.Sprintf(" (floor %.3f)", fl.ReceivedRatio)
 			cpuF = f(fl.CPUCoresPerCall, "%.5f")
 			rss += " (floor " + f(fl.RSSPerCallKiB, "%.0f") + ")"
+			rtt += " (floor " + rttCell(fl) + ")"
 		}
 		ratio := na
 		if v, ok := overheadRatio(c, fl, opus); ok {
 			ratio = fmt.Sprintf("%.2f", v)
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.n, est, setup, recv, under, cpuC, cpuF, opusCell, ratio, rss)
+		added := na
+		if v, ok := addedLatency(c, fl); ok {
+			added = fmt.Sprintf("%.1f", v)
+		}
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.n, est, setup, recv, under, cpuC, cpuF, opusCell, ratio, rss, rtt, added)
 	}
 	for _, row := range rows {
 		if row.n != 250 || row.caddy == nil {
