@@ -212,17 +212,7 @@ func waitLog(t *testing.T, path, msg, callID string) logEntry {
 // endpoint's metrics, without keeping a connection open.
 func activeCalls(t *testing.T) float64 {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := client.Get("http://localhost:2999/metrics")
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
-	}
-	for line := range strings.Lines(string(body)) {
+	for line := range strings.Lines(adminMetrics(t)) {
 		if v, ok := strings.CutPrefix(line, "caddy_whatsapp_calls_active "); ok {
 			var n float64
 			if _, err := fmt.Sscan(v, &n); err != nil {
