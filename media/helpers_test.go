@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	tonegen "github.com/whatsappcalls/caddy-whatsapp-calls/internal/tone"
 )
 
 func TestMain(m *testing.M) {
@@ -14,11 +16,7 @@ func TestMain(m *testing.M) {
 // tone returns n samples of a sine at freq Hz and the given peak amplitude,
 // starting at sample offset start.
 func tone(rate, n, start int, freq, amp float64) []int16 {
-	out := make([]int16, n)
-	for i := range out {
-		out[i] = int16(amp * math.Sin(2*math.Pi*freq*float64(start+i)/float64(rate)))
-	}
-	return out
+	return tonegen.Sine(make([]int16, 0, n), rate, freq, amp, start, n)
 }
 
 // speechLike returns n samples of a voiced, speech-like signal: a harmonic
@@ -41,31 +39,10 @@ func speechLike(rate, n, start int) []int16 {
 
 // goertzel returns the amplitude of the freq Hz component of x (a sine of
 // peak amplitude A gives about A).
-func goertzel(x []int16, rate int, freq float64) float64 {
-	if len(x) == 0 {
-		return 0
-	}
-	w := 2 * math.Pi * freq / float64(rate)
-	c := 2 * math.Cos(w)
-	var s1, s2 float64
-	for _, v := range x {
-		s1, s2 = float64(v)+c*s1-s2, s1
-	}
-	p := s1*s1 + s2*s2 - c*s1*s2
-	return 2 * math.Sqrt(math.Max(p, 0)) / float64(len(x))
-}
+func goertzel(x []int16, rate int, freq float64) float64 { return tonegen.Amplitude(x, rate, freq) }
 
 // rms returns the root mean square of x.
-func rms(x []int16) float64 {
-	if len(x) == 0 {
-		return 0
-	}
-	var s float64
-	for _, v := range x {
-		s += float64(v) * float64(v)
-	}
-	return math.Sqrt(s / float64(len(x)))
-}
+func rms(x []int16) float64 { return tonegen.RMS(x) }
 
 // snr returns the signal-to-noise ratio in dB of got against want, after
 // finding the delay (0..maxLag samples) that aligns them best and the gain
