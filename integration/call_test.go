@@ -307,12 +307,7 @@ func callConfig(graphURL, botURL, protocol string, extra string) string {
 	}
 	return fmt.Sprintf(`
 	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-	}
+`+testGlobals+`	}
 	http://localhost:9080 {
 		whatsapp_calls /webhook {
 			app_secret %s

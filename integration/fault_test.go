@@ -153,12 +153,7 @@ func (g *faultGraph) quiet(t *testing.T, d time.Duration) {
 func faultConfig(graphURL, botURL, logPath, registry, extra string) string {
 	return fmt.Sprintf(`
 	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		log {
+`+testGlobals+`		log {
 			output file %s
 			format json
 		}

@@ -95,12 +95,7 @@ func TestReloadKeepsCalls(t *testing.T) {
 	// A real stop: a config without whatsapp_calls.
 	tester.InitServer(`
 	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-	}
+`+testGlobals+`	}
 	http://localhost:9080 {
 		respond "stopped" 503
 	}`, "caddyfile")

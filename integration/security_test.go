@@ -26,12 +26,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	tester := caddytest.NewTester(t)
 	tester.InitServer(fmt.Sprintf(`
 	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		log {
+`+testGlobals+`		log {
 			output file %s
 			level INFO
 		}

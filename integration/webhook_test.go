@@ -25,6 +25,16 @@ const (
 	testPhone  = "106540352242922"
 )
 
+// testGlobals are the global options of every full-server test's Caddyfile:
+// caddytest's fixed admin port, and plain HTTP on 9080.
+const testGlobals = `
+	skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+`
+
 // graphAction is one Graph API call the fake recorded.
 type graphAction struct {
 	Path, Auth string
@@ -140,12 +150,7 @@ func TestWebhookServer(t *testing.T) {
 	tester := caddytest.NewTester(t)
 	tester.InitServer(fmt.Sprintf(`
 	{
-		skip_install_trust
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-	}
+`+testGlobals+`	}
 	http://localhost:9080 {
 		whatsapp_calls /webhook {
 			app_secret %s
