@@ -182,7 +182,7 @@ func TestOutbound(t *testing.T) {
 	}
 	// Speech is encoded; after it, encoded silence for the hangover, then
 	// the silence frame again.
-	if err := p.Push(context.Background(), tone(rate, rate/2, 0, 1000, 8000)); err != nil {
+	if err := p.Push(tone(rate, rate/2, 0, 1000, 8000)); err != nil {
 		t.Fatal(err)
 	}
 	start := len(got)
@@ -238,7 +238,7 @@ func TestPipelineAllocs(t *testing.T) {
 	src := speechLike(rate, rate/50, 0)
 	due := make([]bot.Mark, 0, 4)
 	outAllocs := testing.AllocsPerRun(200, func() {
-		if err := p.Push(context.Background(), src); err != nil {
+		if err := p.Push(src); err != nil {
 			t.Fatal(err)
 		}
 		out.next(due[:0])
@@ -398,12 +398,11 @@ func BenchmarkOutbound(b *testing.B) {
 			out := newOutbound(enc, p)
 			src := speechLike(rate, 50*frame, 0)
 			due := make([]bot.Mark, 0, 4)
-			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				off := (i % 50) * frame
-				if err := p.Push(ctx, src[off:off+frame]); err != nil {
+				if err := p.Push(src[off : off+frame]); err != nil {
 					b.Fatal(err)
 				}
 				if payload, _ := out.next(due[:0]); len(payload) <= len(silenceFrame) {
@@ -451,7 +450,7 @@ func BenchmarkBridge(b *testing.B) {
 					b.Fatal(err)
 				}
 				off := (i % 50) * frame
-				if err := p.Push(ctx, src[off:off+frame]); err != nil {
+				if err := p.Push(src[off : off+frame]); err != nil {
 					b.Fatal(err)
 				}
 				if payload, _ := out.next(due[:0]); len(payload) <= len(silenceFrame) {

@@ -9,10 +9,11 @@ import (
 // dialect is one bot wire format. A new dialect is one more implementation
 // of this interface and a case in newDialect.
 //
-// The append methods build one outgoing message into dst and return it; Conn
-// calls them with its write lock held, so they may use and update state
-// (sequence numbers, scratch buffers) without further locking. decode is
-// only called by the single ReadEvent caller and uses separate state.
+// The append methods build one outgoing message into dst and return it; only
+// the Conn's writer goroutine calls them (opening before it starts), so they
+// may use and update state (sequence numbers, scratch buffers) without
+// locking. decode is only called by the Conn's reader goroutine and uses
+// separate state.
 type dialect interface {
 	// opening returns the messages sent right after the upgrade, in order.
 	opening() []outMessage

@@ -35,12 +35,12 @@ type twilio struct {
 	call       CallInfo
 	params     []Param
 
-	// Write state, guarded by Conn's write lock.
+	// Write state, used only by the writer goroutine.
 	seq   uint64 // last sequenceNumber sent
 	chunk uint64 // last media chunk sent
 	ulaw  []byte // scratch: one frame of mu-law
 
-	// Read state, used only by the ReadEvent caller.
+	// Read state, used only by the reader goroutine.
 	inUlaw []byte
 	inPCM  []int16
 }

@@ -25,7 +25,7 @@ type vonage struct {
 	call   CallInfo
 	params []Param
 
-	// Read state, used only by the ReadEvent caller.
+	// Read state, used only by the reader goroutine.
 	inPCM []int16
 }
 
