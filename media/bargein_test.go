@@ -1,10 +1,14 @@
 package media
 
 import (
+	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
@@ -83,6 +87,49 @@ func TestBargeInFarAhead(t *testing.T) {
 				t.Errorf("session ended: %v", err)
 			}
 			b.checkWire(t)
+		})
+	}
+}
+
+// TestBotGoodbyePlayed has the bot send its goodbye (600 ms, far faster
+// than real time) and close the WebSocket at once, as bots do. The caller
+// hears all of it before the session ends with ErrBotHangup, named once.
+func TestBotGoodbyePlayed(t *testing.T) {
+	for _, d := range dialects {
+		t.Run(d.name, func(t *testing.T) {
+			leakCheck(t)
+			e := newTestEngine(t, nil)
+			tb := newTestBot(t, d.protocol, d.rate)
+			call := startCall(t, e, tb, d.caller)
+			ctx, b, c := call.ctx, call.b, call.c
+			const amp = 8000
+
+			from := c.receivedLen()
+			b.sendAudio(ctx, t, tone(d.rate, d.rate*6/10, 0, d.outHz, amp), d.rate/50)
+			closed := time.Now()
+			if err := b.ws.Close(websocket.StatusNormalClosure, "goodbye"); err != nil {
+				t.Fatalf("bot close: %v", err)
+			}
+			select {
+			case <-call.s.Done():
+			case <-ctx.Done():
+				t.Fatal("session did not end after the bot's goodbye")
+			}
+			took := time.Since(closed)
+			err := call.s.Err()
+			if !errors.Is(err, ErrBotHangup) {
+				t.Fatalf("Err() = %v; want ErrBotHangup", err)
+			}
+			if n := strings.Count(err.Error(), "bot hung up"); n != 1 {
+				t.Errorf("Err() = %q names the hang-up %d times; want once", err, n)
+			}
+			if took < 500*time.Millisecond {
+				t.Errorf("session ended %v after the bot closed; want after its 600 ms goodbye played", took)
+			}
+			time.Sleep(100 * time.Millisecond) // let the last packets arrive
+			if n := toneFrames(c.received(from), callerRate, d.outHz, amp/2); n < 28 {
+				t.Errorf("caller heard %d frames of the 30-frame goodbye; want all of it (28 or more)", n)
+			}
 		})
 	}
 }

@@ -73,8 +73,7 @@ func (s *Session) readRTP(track *webrtc.TrackRemote) {
 		}
 		switch kind {
 		case payloadOpus:
-			if err := s.in.opus(s.ctx, &pkt, lost > 0); err != nil {
-				s.botWriteFailed(err)
+			if err := s.in.opus(s.ctx, &pkt, lost > 0); err != nil && s.botWriteFailed(err) {
 				return
 			}
 		case payloadTelephoneEvent:
@@ -87,8 +86,7 @@ func (s *Session) readRTP(track *webrtc.TrackRemote) {
 				if s.hooks.OnDTMF != nil {
 					s.hooks.OnDTMF(ev)
 				}
-				if err := s.bot.WriteDTMF(s.ctx, ev.Digit, ev.Duration); err != nil {
-					s.botWriteFailed(err)
+				if err := s.bot.WriteDTMF(s.ctx, ev.Digit, ev.Duration); err != nil && s.botWriteFailed(err) {
 					return
 				}
 			}

@@ -129,8 +129,7 @@ func (s *Session) sendLoop() {
 			}
 			clock.advance()
 			for i, m := range due {
-				if err := s.bot.WriteMarkPlayed(s.ctx, m); err != nil {
-					s.botWriteFailed(err)
+				if err := s.bot.WriteMarkPlayed(s.ctx, m); err != nil && s.botWriteFailed(err) {
 					return
 				}
 				due[i] = bot.Mark{}

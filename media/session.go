@@ -126,6 +126,7 @@ type Session struct {
 	packetsLost atomic.Uint64
 	dtmfCount   atomic.Uint64
 	lateFrames  atomic.Uint64
+	botGone     atomic.Bool // the bot hung up; its queued audio is being played
 }
 
 // NewSession answers cfg.Offer and dials the bot, in parallel. It returns once
