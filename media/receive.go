@@ -3,6 +3,7 @@ package media
 import (
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
@@ -39,12 +40,11 @@ func (s *Session) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 	s.readRTP(track)
 }
 
-// readRTP reads the caller's RTP until the track ends: Opus goes to the bot
-// as audio, telephone-event as DTMF.
+// readRTP reads the caller's RTP until the track ends and hands each packet
+// to the reorder buffer; deliverLoop takes it from there.
 func (s *Session) readRTP(track *webrtc.TrackRemote) {
 	buf := make([]byte, maxRTPPacket)
-	var pkt rtp.Packet
-	var events []DTMFEvent
+	var hdr rtp.Header
 	var lastPT uint8
 	var kind payloadKind
 	var clock uint32
@@ -56,42 +56,67 @@ func (s *Session) readRTP(track *webrtc.TrackRemote) {
 			}
 			return
 		}
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
+		if _, err := hdr.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
 		s.packetsIn.Add(1)
-		lost, ok := s.in.sequence(pkt.SequenceNumber)
-		if !ok {
-			continue
-		}
-		if lost > 0 {
-			s.packetsLost.Add(uint64(lost))
-		}
-		if kind == payloadUnknown || pkt.PayloadType != lastPT {
-			lastPT = pkt.PayloadType
+		if kind == payloadUnknown || hdr.PayloadType != lastPT {
+			lastPT = hdr.PayloadType
 			kind, clock = classify(track.Codec())
 		}
-		switch kind {
-		case payloadOpus:
-			if err := s.in.opus(s.ctx, &pkt, lost > 0); err != nil && s.botWriteFailed(err) {
-				return
-			}
-		case payloadTelephoneEvent:
-			events = s.in.dtmf.Push(events[:0], pkt.Timestamp, pkt.Payload, clock)
-			for _, ev := range events {
-				s.dtmfCount.Add(1)
-				if ce := s.logger.Check(zapcore.DebugLevel, "dtmf"); ce != nil {
-					ce.Write(zap.Duration("duration", ev.Duration))
-				}
-				if s.hooks.OnDTMF != nil {
-					s.hooks.OnDTMF(ev)
-				}
-				if err := s.bot.WriteDTMF(s.ctx, ev.Digit, ev.Duration); err != nil && s.botWriteFailed(err) {
-					return
-				}
-			}
+		if kind != payloadOpus && kind != payloadTelephoneEvent {
+			continue
+		}
+		s.callerMu.Lock()
+		s.caller.ro.push(hdr.SequenceNumber, kind, clock, buf[:n], time.Now())
+		s.callerMu.Unlock()
+	}
+}
+
+// deliverLoop runs the caller path on a 20 ms wall-clock cadence: packets
+// due from the reorder buffer are decoded (losses concealed) and the bot
+// gets one frame per tick.
+func (s *Session) deliverLoop() {
+	defer s.wg.Done()
+	p := pacer{start: time.Now()}
+	timer := time.NewTimer(FrameDuration)
+	defer timer.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		send, skip := p.due(now)
+		p.next += int64(send + skip)
+		s.callerMu.Lock()
+		err := s.caller.tick(s.ctx, now)
+		s.packetsLost.Store(s.caller.lost)
+		s.callerMu.Unlock()
+		if err != nil && s.botWriteFailed(err) {
+			return
+		}
+		timer.Reset(max(p.wait(time.Now()), 0))
+	}
+}
+
+// forwardDTMF sends the caller's key presses to the bot, in order with the
+// caller's audio.
+func (s *Session) forwardDTMF(events []DTMFEvent) error {
+	for _, ev := range events {
+		s.dtmfCount.Add(1)
+		if ce := s.logger.Check(zapcore.DebugLevel, "dtmf"); ce != nil {
+			ce.Write(zap.Duration("duration", ev.Duration))
+		}
+		if s.hooks.OnDTMF != nil {
+			s.hooks.OnDTMF(ev)
+		}
+		if err := s.bot.WriteDTMF(s.ctx, ev.Digit, ev.Duration); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // payloadKind classifies a received RTP payload type.

@@ -101,7 +101,10 @@ type Session struct {
 	frame   int // samples per 20 ms at rate
 	playout *Playout[bot.Mark]
 	out     *outbound
-	in      *inbound
+	// caller is the caller-to-bot path; callerMu guards it (the RTP
+	// reader pushes packets, deliverLoop ticks).
+	callerMu sync.Mutex
+	caller   *callerPath
 
 	ready     chan struct{} // closed once NewSession has finished building s
 	stateCh   chan struct{} // size 1: a PeerConnection state change is pending; coalesced
@@ -208,10 +211,11 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	}
 	s.answer = answer
 
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.watch()
 	go s.readBot()
 	go s.drainRTCP()
+	go s.deliverLoop()
 	close(s.ready)
 	if err := e.register(s); err != nil {
 		_ = s.Close()
@@ -235,7 +239,7 @@ func (s *Session) setupAudio() error {
 	}
 	s.playout = NewPlayout[bot.Mark](s.frame, s.playoutLimit/2)
 	s.out = newOutbound(enc, s.playout)
-	s.in = newInbound(dec, s.rate, s.bot)
+	s.caller = newCallerPath(dec, s.rate, s.bot, s.forwardDTMF)
 	return nil
 }
 

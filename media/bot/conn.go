@@ -102,6 +102,7 @@ const (
 type outCmd struct {
 	kind    outKind
 	pcm     []int16 // outAudio: a copy owned by the command
+	at      int64   // outAudio: media time in ms, or -1
 	digit   byte    // outDTMF
 	ms      int64   // outDTMF
 	mark    Mark    // outMark
@@ -312,8 +313,8 @@ func (c *Conn) readMessage() (websocket.MessageType, []byte, error) {
 
 // WriteAudio queues one 20 ms frame of 16-bit linear PCM at SampleRate:
 // exactly FrameSamples samples, else the error wraps ErrFrameSize. Twilio:
-// a media message (track inbound; chunk counts from 1; timestamp is the
-// chunk's start in ms, (chunk-1)*20; base64 mu-law). Vonage: one binary
+// a media message (track inbound; chunk counts from 1; timestamp is
+// chunk*20, the ms of audio sent so far; base64 mu-law). Vonage: one binary
 // frame of little-endian samples. pcm is copied.
 //
 // Like every Write method, it returns at once: the writer goroutine sends
@@ -321,6 +322,16 @@ func (c *Conn) readMessage() (websocket.MessageType, []byte, error) {
 // the connection. The error is then returned by every later Write and by
 // ReadEvent. ctx is only checked before queueing.
 func (c *Conn) WriteAudio(ctx context.Context, pcm []int16) error {
+	return c.WriteAudioAt(ctx, pcm, -1)
+}
+
+// WriteAudioAt is WriteAudio for a frame whose media time is known: ms is
+// the frame's start in ms since the caller's stream started (from its RTP
+// timestamps). Twilio's media.timestamp is then ms+20, the stream time at
+// the frame's end, so that a gap in the caller's stream shows as a jump, as
+// on real Twilio; for a continuous stream it is chunk*20, as with
+// WriteAudio. A negative ms means WriteAudio's numbering.
+func (c *Conn) WriteAudioAt(ctx context.Context, pcm []int16, ms int64) error {
 	if len(pcm) != c.frame {
 		return fmt.Errorf("%w: %d samples, want %d at %d Hz", ErrFrameSize, len(pcm), c.frame, c.rate)
 	}
@@ -331,7 +342,7 @@ func (c *Conn) WriteAudio(ctx context.Context, pcm []int16) error {
 		buf = make([]int16, c.frame)
 	}
 	copy(buf, pcm)
-	return c.enqueue(ctx, outCmd{kind: outAudio, pcm: buf})
+	return c.enqueue(ctx, outCmd{kind: outAudio, pcm: buf, at: ms})
 }
 
 // WriteDTMF tells the bot that the caller pressed digit (one of 0-9, *, #,
@@ -442,7 +453,7 @@ func (c *Conn) writeCmd(cmd outCmd) {
 	var err error
 	switch cmd.kind {
 	case outAudio:
-		c.wbuf = c.d.appendAudio(c.wbuf[:0], cmd.pcm)
+		c.wbuf = c.d.appendAudio(c.wbuf[:0], cmd.pcm, cmd.at)
 		err = c.write(c.d.audioType(), c.wbuf, "audio")
 	case outDTMF:
 		c.wbuf = c.d.appendDTMF(c.wbuf[:0], cmd.digit, cmd.ms)

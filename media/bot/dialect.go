@@ -19,8 +19,9 @@ type dialect interface {
 	opening() []outMessage
 	// audioType is the WebSocket message type of audio frames.
 	audioType() websocket.MessageType
-	// appendAudio appends one 20 ms audio frame message.
-	appendAudio(dst []byte, pcm []int16) []byte
+	// appendAudio appends one 20 ms audio frame message; ms is the frame's
+	// media time (see Conn.WriteAudioAt), or -1.
+	appendAudio(dst []byte, pcm []int16, ms int64) []byte
 	// appendDTMF appends a key press message; digit is already validated
 	// and ms is its duration in milliseconds.
 	appendDTMF(dst []byte, digit byte, ms int64) []byte

@@ -56,7 +56,7 @@ func (v *vonage) opening() []outMessage {
 func (v *vonage) audioType() websocket.MessageType { return websocket.MessageBinary }
 
 // appendAudio appends the frame as signed 16-bit little-endian samples.
-func (v *vonage) appendAudio(dst []byte, pcm []int16) []byte {
+func (v *vonage) appendAudio(dst []byte, pcm []int16, _ int64) []byte {
 	for _, s := range pcm {
 		dst = binary.LittleEndian.AppendUint16(dst, uint16(s))
 	}
