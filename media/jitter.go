@@ -20,10 +20,10 @@ const (
 	// whichever comes first; reordering on real networks is within a few
 	// packets, and a longer window would add its length to every loss.
 	reorderWait = 40 * time.Millisecond
-	// fifoTarget is how many decoded frames may wait for the next tick
-	// before the extra ones are sent at once: one frame, so bursts are
-	// smoothed to the 20 ms cadence without adding more than 20 ms.
-	fifoTarget = 1
+	// maxBacklog is how many decoded frames a periodic tick leaves for
+	// later: frames released together after a reorder wait are spread over
+	// the next tick or packet, not sent in one burst.
+	maxBacklog = 2
 )
 
 // heldPacket is one caller RTP packet waiting in the reorder buffer.
@@ -136,7 +136,12 @@ type botAudio interface {
 
 // callerPath is the caller-to-bot pipeline after the RTP reader: reorder
 // buffer, Opus decoding with FEC and PLC (inbound), and the 20 ms cadence.
-// push is called by the RTP reader; tick by the delivery loop every 20 ms.
+// The RTP reader pushes each packet and ticks with flush set, so audio
+// reaches the bot as soon as it is in order, adding no latency (the bench
+// showed that holding in-order frames for the tick adds 10 to 40 ms per
+// direction under load). The delivery loop ticks every 20 ms without
+// flush: it releases packets that waited out the reorder window and
+// spreads what they release.
 type callerPath struct {
 	ro    reorder
 	in    *inbound
@@ -161,9 +166,10 @@ func newCallerPath(dec Decoder, rate int, b botAudio, dtmf func([]DTMFEvent) err
 }
 
 // tick releases every packet that is due at now, decodes it (concealing
-// losses), and sends the bot one frame, or more if more than fifoTarget
-// are waiting. It returns an error only when writing to the bot failed.
-func (c *callerPath) tick(ctx context.Context, now time.Time) error {
+// losses), and sends the bot every decoded frame (flush) or one frame, more
+// if more than maxBacklog would be left waiting. It returns an error only
+// when writing to the bot failed.
+func (c *callerPath) tick(ctx context.Context, now time.Time, flush bool) error {
 	for {
 		h, lost, ok := c.ro.pop(now, c.raw)
 		if !ok {
@@ -192,7 +198,10 @@ func (c *callerPath) tick(ctx context.Context, now time.Time) error {
 	if n == 0 {
 		return nil
 	}
-	send := max(1, n-fifoTarget)
+	send := max(1, n-maxBacklog)
+	if flush {
+		send = n
+	}
 	for i := range send {
 		f := c.fifo.frames[i]
 		if err := c.bot.WriteAudioAt(ctx, f.pcm, f.ms); err != nil {

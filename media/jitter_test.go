@@ -31,8 +31,10 @@ type arrival struct {
 	at  int // ms
 }
 
-// runPath feeds arrivals to a callerPath and ticks it every 20 ms (at
-// 10, 30, 50... ms) for ticks ticks; it returns what the bot got.
+// runPath feeds arrivals to a callerPath, ticking it on each arrival as the
+// RTP reader does, and every 20 ms (at 10, 30, 50... ms) as deliverLoop
+// does, for ticks ticks; it returns what the bot got. perTick[k] counts the
+// frames delivered in the 20 ms up to tick k.
 func runPath(t *testing.T, pkts []rtp.Packet, arrivals []arrival, ticks int) (*tickSink, *callerPath) {
 	t.Helper()
 	dec, err := NewOpusDecoder(8000)
@@ -51,11 +53,21 @@ func runPath(t *testing.T, pkts []rtp.Packet, arrivals []arrival, ticks int) (*t
 			if err != nil {
 				t.Fatal(err)
 			}
-			cp.ro.push(pkts[a.pkt].SequenceNumber, payloadOpus, 0, raw, t0.Add(time.Duration(a.at)*time.Millisecond))
+			if len(sink.perTick) == k {
+				sink.perTick = append(sink.perTick, 0)
+			}
+			at := t0.Add(time.Duration(a.at) * time.Millisecond)
+			if cp.ro.push(pkts[a.pkt].SequenceNumber, payloadOpus, 0, raw, at) {
+				if err := cp.tick(context.Background(), at, true); err != nil {
+					t.Fatal(err)
+				}
+			}
 			next++
 		}
-		sink.perTick = append(sink.perTick, 0)
-		if err := cp.tick(context.Background(), now); err != nil {
+		if len(sink.perTick) == k {
+			sink.perTick = append(sink.perTick, 0)
+		}
+		if err := cp.tick(context.Background(), now, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -121,8 +133,8 @@ func TestJitterBuffer(t *testing.T) {
 			t.Errorf("media times %v, lost %d, late %d; want contiguous, no loss", sink.ms, cp.lost, cp.ro.late)
 		}
 		for k, c := range sink.perTick {
-			if c > 2 {
-				t.Errorf("tick %d delivered %d frames; want at most 2 (the cadence keeps one frame of slack)", k, c)
+			if c > 3 {
+				t.Errorf("tick %d delivered %d frames; want at most 3", k, c)
 			}
 		}
 	})
@@ -143,6 +155,11 @@ func TestJitterBuffer(t *testing.T) {
 		a := onTime(n)
 		a = append(a[:12:12], a[13:]...)
 		sink, cp := runPath(t, pkts, a, n+4)
+		// Packets 13 and 14 wait for 12; packet 15 (at 301 ms, 40 ms after
+		// 13) gives it up: 12 (concealed) to 15 go out together.
+		if got := sink.perTick[12:18]; !reflect.DeepEqual(got, []int{0, 0, 0, 4, 1, 1}) {
+			t.Errorf("ticks 12-17 delivered %v frames; want [0 0 0 4 1 1]", got)
+		}
 		if len(sink.pcm) != n || !contiguous(sink.ms) {
 			t.Fatalf("bot got %d frames at %v; want %d contiguous: the lost one concealed", len(sink.pcm), sink.ms, n)
 		}
@@ -168,7 +185,7 @@ func TestJitterBuffer(t *testing.T) {
 		}
 	})
 
-	t.Run("bursty arrival: smoothed to the cadence", func(t *testing.T) {
+	t.Run("bursty arrival: delivered as it arrives, in order", func(t *testing.T) {
 		a := onTime(n)
 		for i := 10; i < 15; i++ {
 			a[i].at = 20*14 + 2 // five packets held up, arriving together
@@ -177,9 +194,10 @@ func TestJitterBuffer(t *testing.T) {
 		if !reflect.DeepEqual(sink.pcm, want) || !contiguous(sink.ms) || cp.lost != 0 {
 			t.Fatalf("bot got %d frames, lost %d; want the in-order audio, nothing lost", len(sink.pcm), cp.lost)
 		}
-		// The burst comes out over several ticks, not all at once.
-		if got := sink.perTick[14]; got != 4 {
-			t.Errorf("the tick after the burst delivered %d frames; want 4 (all but one, then one per tick)", got)
+		// In-order packets go to the bot as they arrive: the burst is not
+		// held back (no added latency), and the ticks before it had nothing.
+		if got := sink.perTick[10:16]; !reflect.DeepEqual(got, []int{0, 0, 0, 0, 5, 1}) {
+			t.Errorf("ticks 10-15 delivered %v frames; want [0 0 0 0 5 1]", got)
 		}
 	})
 

@@ -67,6 +67,8 @@ type Playout[M any] struct {
 	pushed  int64   // samples ever pushed
 	popped  int64   // samples ever popped (including discarded by Clear)
 	marks   []playoutMark[M]
+	lead    int  // frames queued before an utterance starts playing; see SetStartLead
+	waited  int  // ticks an utterance start has waited for its lead
 	held    bool // a short piece was held back on the previous tick
 	playing bool // the previous tick played bot audio
 	gap     int  // ticks since the last audio while in a possible underrun, 0 if none
@@ -153,6 +155,10 @@ func (p *Playout[M]) Pop(frame []int16, due []M) (bool, []M) {
 
 	ok := false
 	switch {
+	case p.n > 0 && p.startsShort():
+		// An utterance starts with less than its lead queued: wait (at
+		// most lead ticks) for the audio right behind it.
+		p.waited++
 	case p.n >= p.frame:
 		p.read(frame[:p.frame])
 		ok = true
@@ -168,6 +174,7 @@ func (p *Playout[M]) Pop(frame []int16, due []M) (bool, []M) {
 	}
 	if ok {
 		p.held = false
+		p.waited = 0
 		if p.gap > 0 {
 			p.under++
 		}
@@ -203,7 +210,7 @@ func (p *Playout[M]) Clear() []M {
 	defer p.mu.Unlock()
 	p.popped += int64(p.n)
 	p.head, p.n = 0, 0
-	p.held, p.playing, p.gap = false, false, 0
+	p.held, p.playing, p.gap, p.waited = false, false, 0, 0
 	var pending []M
 	if len(p.marks) > 0 {
 		pending = make([]M, len(p.marks))
@@ -240,6 +247,24 @@ func (p *Playout[M]) read(dst []int16) {
 	if p.n == 0 {
 		p.head = 0
 	}
+}
+
+// SetStartLead makes an utterance (audio after silence, not after an
+// underrun) start playing only once frames frames are queued, or after
+// frames ticks: a bot that sends in real time then has a small cushion
+// against scheduling jitter for the rest of the utterance, at the cost of
+// that much added latency. 0 (the default) plays at once.
+func (p *Playout[M]) SetStartLead(frames int) {
+	p.mu.Lock()
+	p.lead = max(frames, 0)
+	p.mu.Unlock()
+}
+
+// startsShort reports whether an utterance is starting with less than its
+// lead queued and may still wait. p.mu is held.
+func (p *Playout[M]) startsShort() bool {
+	return p.lead > 0 && !p.playing && p.gap == 0 && p.n < p.lead*p.frame &&
+		p.waited < p.lead && !p.markAtEnd()
 }
 
 // markAtEnd reports whether a mark sits right after the queued audio, which

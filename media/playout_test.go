@@ -242,3 +242,69 @@ func TestPlayoutAllocs(t *testing.T) {
 		t.Errorf("Push+Pop allocations = %v; want 0", allocs)
 	}
 }
+
+// TestPlayoutStartLead: with a lead of two frames, an utterance that starts
+// with one frame queued waits until the second arrives (or two ticks), one
+// that starts with two plays at once, and a resumption after an underrun
+// does not wait.
+func TestPlayoutStartLead(t *testing.T) {
+	frame := make([]int16, testFrame)
+	p := NewPlayout[string](testFrame, 100*testFrame)
+	p.SetStartLead(2)
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One frame queued: held for the second, which arrives a tick later.
+	must(p.Push(ramp(0, testFrame)))
+	if ok, _ := p.Pop(frame, nil); ok {
+		t.Fatal("utterance started with one of two lead frames queued")
+	}
+	must(p.Push(ramp(testFrame, testFrame)))
+	if ok, _ := p.Pop(frame, nil); !ok || frame[0] != 0 {
+		t.Fatalf("Pop with the lead queued = %v, first sample %d; want the first frame", ok, frame[0])
+	}
+	// Played one of two: the other plays, then the queue runs dry for one
+	// tick (an underrun); the resumption plays at once, without a lead.
+	if ok, _ := p.Pop(frame, nil); !ok {
+		t.Fatal("second frame not played")
+	}
+	if ok, _ := p.Pop(frame, nil); ok {
+		t.Fatal("audio from an empty queue")
+	}
+	must(p.Push(ramp(0, testFrame)))
+	if ok, _ := p.Pop(frame, nil); !ok {
+		t.Error("resumption after an underrun waited for a lead")
+	}
+	if got := p.Underruns(); got != 1 {
+		t.Errorf("Underruns() = %d; want 1", got)
+	}
+	// After a pause (silence past the underrun window), a lone frame
+	// waits at most two ticks, then plays.
+	for range underrunWindow + 1 {
+		p.Pop(frame, nil)
+	}
+	must(p.Push(ramp(0, testFrame)))
+	waited := 0
+	for ok := false; !ok; waited++ {
+		ok, _ = p.Pop(frame, nil)
+		if waited > 3 {
+			t.Fatal("a lone frame never played")
+		}
+	}
+	if waited != 3 {
+		t.Errorf("a lone frame played on tick %d; want 3 (two ticks of lead first)", waited)
+	}
+	// A lone frame followed by a mark (a whole short utterance) plays at once.
+	for range underrunWindow + 1 {
+		p.Pop(frame, nil)
+	}
+	must(p.Push(ramp(0, testFrame/2)))
+	p.PushMark("end")
+	if ok, due := p.Pop(frame, nil); !ok || len(due) != 1 {
+		t.Errorf("short utterance with its mark = %v, %v; want played at once with the mark due", ok, due)
+	}
+}

@@ -41,7 +41,8 @@ func (s *Session) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 }
 
 // readRTP reads the caller's RTP until the track ends and hands each packet
-// to the reorder buffer; deliverLoop takes it from there.
+// to the caller path (reorder buffer, decoder, bot), which sends what is
+// due at once; deliverLoop releases the rest on the 20 ms cadence.
 func (s *Session) readRTP(track *webrtc.TrackRemote) {
 	buf := make([]byte, maxRTPPacket)
 	var hdr rtp.Header
@@ -67,9 +68,17 @@ func (s *Session) readRTP(track *webrtc.TrackRemote) {
 		if kind != payloadOpus && kind != payloadTelephoneEvent {
 			continue
 		}
+		now := time.Now()
 		s.callerMu.Lock()
-		s.caller.ro.push(hdr.SequenceNumber, kind, clock, buf[:n], time.Now())
+		err = nil
+		if s.caller.ro.push(hdr.SequenceNumber, kind, clock, buf[:n], now) {
+			err = s.caller.tick(s.ctx, now, true)
+			s.packetsLost.Store(s.caller.lost)
+		}
 		s.callerMu.Unlock()
+		if err != nil && s.botWriteFailed(err) {
+			return
+		}
 	}
 }
 
@@ -91,7 +100,7 @@ func (s *Session) deliverLoop() {
 		send, skip := p.due(now)
 		p.next += int64(send + skip)
 		s.callerMu.Lock()
-		err := s.caller.tick(s.ctx, now)
+		err := s.caller.tick(s.ctx, now, false)
 		s.packetsLost.Store(s.caller.lost)
 		s.callerMu.Unlock()
 		if err != nil && s.botWriteFailed(err) {

@@ -24,8 +24,9 @@ const (
 	// Session) never blocks on audio, so the queue only smooths bursts.
 	eventQueue = 64
 	// minWriteQueue is the least number of messages that wait for the writer
-	// goroutine: 10 s of audio frames, five times the default write timeout.
-	minWriteQueue = 500
+	// goroutine: 5 s of audio frames, two and a half times the default
+	// write timeout.
+	minWriteQueue = 250
 )
 
 // Conn is one call's WebSocket connection to the bot, made by Dial.
@@ -70,9 +71,14 @@ type Conn struct {
 	freeFrames chan []int16 // recycled WriteAudio frame copies
 	wbuf       []byte       // the writer's message buffer
 	wmu        sync.Mutex   // held by the writer while it writes a queued message
-	writeErr   atomic.Pointer[error]
-	stopErr    error         // writing stop failed; read after writerDone
-	writerDone chan struct{} // closed when the writer has sent stop and ended
+	// writingSince is when the write in progress started (UnixNano), 0 when
+	// the writer is idle; stalled is set once checkStalled cut the
+	// connection under it.
+	writingSince atomic.Int64
+	stalled      atomic.Bool
+	writeErr     atomic.Pointer[error]
+	stopErr      error         // writing stop failed; read after writerDone
+	writerDone   chan struct{} // closed when the writer has sent stop and ended
 
 	closing   chan struct{} // closed when Close starts
 	wg        sync.WaitGroup
@@ -111,7 +117,7 @@ type outCmd struct {
 
 func newConn(ws *websocket.Conn, d dialect, rate int, cfg Config, logger *zap.Logger) *Conn {
 	readCtx, readCancel := context.WithCancel(context.Background())
-	queue := max(minWriteQueue, int(4*cfg.WriteTimeout/(20*time.Millisecond)))
+	queue := max(minWriteQueue, int(2*cfg.WriteTimeout/(20*time.Millisecond)))
 	return &Conn{
 		ws:           ws,
 		d:            d,
@@ -318,8 +324,9 @@ func (c *Conn) readMessage() (websocket.MessageType, []byte, error) {
 // frame of little-endian samples. pcm is copied.
 //
 // Like every Write method, it returns at once: the writer goroutine sends
-// the message within Config.WriteTimeout, and a write that times out closes
-// the connection. The error is then returned by every later Write and by
+// the message, and a write that makes no progress within
+// Config.WriteTimeout is cut (noticed by the next Write call) and closes the
+// connection. The error is then returned by every later Write and by
 // ReadEvent. ctx is only checked before queueing.
 func (c *Conn) WriteAudio(ctx context.Context, pcm []int16) error {
 	return c.WriteAudioAt(ctx, pcm, -1)
@@ -382,6 +389,7 @@ func (c *Conn) enqueue(ctx context.Context, cmd outCmd) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
+	c.checkStalled()
 	if w := c.writeErr.Load(); w != nil {
 		return *w
 	}
@@ -397,6 +405,18 @@ func (c *Conn) enqueue(ctx context.Context, cmd outCmd) error {
 	c.failWrite(err)
 	_ = c.ws.CloseNow()
 	return *c.writeErr.Load()
+}
+
+// checkStalled cuts the connection under a write that has made no progress
+// within the write timeout: the bot stopped reading. It runs on every
+// enqueue, so a stall is noticed within one 20 ms frame of the timeout
+// while the call produces messages.
+func (c *Conn) checkStalled() {
+	since := c.writingSince.Load()
+	if since == 0 || time.Since(time.Unix(0, since)) < c.writeTimeout || !c.stalled.CompareAndSwap(false, true) {
+		return
+	}
+	_ = c.ws.CloseNow()
 }
 
 // failWrite records the first write failure.
@@ -496,16 +516,17 @@ func (c *Conn) writeStop() {
 	}
 }
 
-// write writes one message within the write timeout. The WebSocket library
-// closes the connection when the write's context ends, since an interrupted
-// write leaves the stream unusable.
+// write writes one message. It records when it started in writingSince,
+// so that enqueue can cut a write that makes no progress (see
+// checkStalled); the write then fails. (A context per write would cost
+// several allocations per frame, and a timer goroutine per connection is
+// what this design avoids.)
 func (c *Conn) write(typ websocket.MessageType, b []byte, what string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), c.writeTimeout)
-	err := c.ws.Write(ctx, typ, b)
-	timedOut := ctx.Err() != nil
-	cancel()
+	c.writingSince.Store(time.Now().UnixNano())
+	err := c.ws.Write(context.Background(), typ, b)
+	c.writingSince.Store(0)
 	if err != nil {
-		if timedOut {
+		if c.stalled.Load() {
 			return fmt.Errorf("write %s to bot: no progress within %v: %w", what, c.writeTimeout, context.DeadlineExceeded)
 		}
 		return fmt.Errorf("write %s to bot: %w", what, err)

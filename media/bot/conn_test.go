@@ -661,7 +661,7 @@ func TestConcurrentWritesStayOrdered(t *testing.T) {
 	p.next(t) // connected
 	p.next(t) // start
 
-	const writers, each = 4, 50
+	const writers, each = 4, 25 // 200 messages at once: within the write queue
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*each)
 	for range writers {

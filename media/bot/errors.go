@@ -38,7 +38,7 @@ var (
 
 	// ErrWriteQueueFull is returned by the Write methods, and then by
 	// ReadEvent, when the bot reads so slowly that more messages are waiting
-	// for it than the Conn queues (at least 10 s of audio). The connection
+	// for it than the Conn queues (at least 5 s of audio). The connection
 	// is cut.
 	ErrWriteQueueFull = errors.New("bot write queue full")
 
