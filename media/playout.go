@@ -13,6 +13,10 @@ import (
 // ends the call (see Playout.Push).
 const DefaultPlayoutLimit = 8 << 20
 
+// StartLead is the playout lead a Session gives each bot utterance, in
+// 20 ms frames (see Playout.SetStartLead).
+const StartLead = 2
+
 // playoutInitial is the queue's starting size (and the size it shrinks back
 // to once empty), in frames: 2 s.
 const playoutInitial = 100

@@ -238,6 +238,7 @@ func (s *Session) setupAudio() error {
 		return err
 	}
 	s.playout = NewPlayout[bot.Mark](s.frame, s.playoutLimit/2)
+	s.playout.SetStartLead(StartLead)
 	s.out = newOutbound(enc, s.playout)
 	s.caller = newCallerPath(dec, s.rate, s.bot, s.forwardDTMF)
 	return nil
