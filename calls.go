@@ -54,15 +54,13 @@ var (
 	errOverCapacity = errors.New("max_calls reached")
 )
 
-var (
-	registries = caddy.NewUsagePool()
-	udpMuxes   = caddy.NewUsagePool()
-)
-
-// registry owns every live call. It is shared, through a UsagePool, by the
-// successive configs of one handler, so a config reload hands live calls to
-// the new config. The last config's Cleanup destructs it, which terminates
-// every live call toward Meta and tells every bot.
+// registry owns every live call of one Meta app. It is shared, through a
+// UsagePool, by the successive configs of the handlers of that app, so a
+// config reload hands live calls to the new config. It holds no config:
+// each call runs with the config of the handler that received its connect
+// webhook, so a reload, failed or not, never changes a live call. The last
+// holder's release destructs it, which terminates every live call toward
+// Meta and tells every bot.
 type registry struct {
 	metrics *metrics
 
@@ -71,14 +69,14 @@ type registry struct {
 	wg     sync.WaitGroup // one per call goroutine and per detached reject
 
 	mu        sync.Mutex
-	cfg       callConfig
 	live      map[string]*call
 	seen      map[string]time.Time
 	lastPrune time.Time
 	now       func() time.Time
 }
 
-// callConfig is what a new call needs from the current config.
+// callConfig is what a call needs from the config of the handler that
+// started it.
 type callConfig struct {
 	logger        *zap.Logger
 	graph         graphAPI
@@ -106,14 +104,6 @@ func newRegistry(m *metrics) *registry {
 		seen:    make(map[string]time.Time),
 		now:     time.Now,
 	}
-}
-
-// configure points new calls at the current config, its logger included.
-// Live calls keep the config they started with.
-func (r *registry) configure(cfg callConfig) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cfg = cfg
 }
 
 // Destruct terminates every live call and waits for all of them. The
@@ -150,9 +140,10 @@ type call struct {
 	session  atomic.Pointer[media.Session] // set once media is set up
 }
 
-// connect starts a call for a connect event, unless its call id was seen
-// before or the server is at max_calls. It never blocks on the network.
-func (r *registry) connect(ev whatsapp.CallEvent) {
+// connect starts a call for a connect event with cfg, the config of the
+// handler that received it, unless its call id was seen before or the
+// registry is at cfg.maxCalls. It never blocks on the network.
+func (r *registry) connect(ev whatsapp.CallEvent, cfg callConfig) {
 	id := ev.Call.ID
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
@@ -160,15 +151,13 @@ func (r *registry) connect(ev whatsapp.CallEvent) {
 		return
 	}
 	if _, dup := r.seen[id]; dup {
-		logger := r.cfg.logger
 		r.mu.Unlock()
-		if c := logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
+		if c := cfg.logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
 			c.Write(zap.String("call_id", id))
 		}
 		return
 	}
 	r.remember(id)
-	cfg := r.cfg
 	if len(r.live) >= cfg.maxCalls {
 		r.wg.Add(1)
 		r.mu.Unlock()
@@ -188,15 +177,16 @@ func (r *registry) connect(ev whatsapp.CallEvent) {
 	go r.run(c, cfg)
 }
 
-// terminate ends the call that Meta reports as terminated. A terminate for
-// an unknown call is remembered, so that a late connect for it does nothing.
-func (r *registry) terminate(ev whatsapp.CallEvent) {
+// terminate ends the call that Meta reports as terminated; cfg is the
+// config of the handler that received the webhook. A terminate for an
+// unknown call is remembered, so that a late connect for it does nothing.
+func (r *registry) terminate(ev whatsapp.CallEvent, cfg callConfig) {
 	r.mu.Lock()
 	c := r.live[ev.Call.ID]
 	if c == nil {
 		r.remember(ev.Call.ID)
 	}
-	logger := r.cfg.logger
+	logger := cfg.logger
 	r.mu.Unlock()
 	if c != nil {
 		c.hangup(errCallerHungUp)
@@ -421,10 +411,11 @@ func (t botTemplate) resolve(repl *caddy.Replacer, ev whatsapp.CallEvent, strict
 		}
 		out, err := repl.ReplaceOrErr(s, false, true)
 		if err == nil && strict && s != "" && out == "" {
-			err = errors.New("empty")
+			err = errors.New("the value is empty")
 		}
 		if err != nil {
-			return "", fmt.Errorf("%s: a placeholder is unset or unknown (%w)", option, errRedacted)
+			// Caddy's message names the placeholder, never a value.
+			return "", fmt.Errorf("%s: %w", option, err)
 		}
 		return out, nil
 	}
@@ -481,13 +472,6 @@ func sortedParams(m map[string]string) []bot.Param {
 	return params
 }
 
-// udpMux holds one ICE UDP mux in the udpMuxes pool, so that a config
-// reload keeps the port bound.
-type udpMux struct{ ice.UDPMux }
-
-// Destruct closes the mux when its last config is cleaned up.
-func (m udpMux) Destruct() error { return m.Close() }
-
 func loadUDPMux(key string, port int, networks []netip.Prefix, logger *zap.Logger) (ice.UDPMux, error) {
 	v, _, err := udpMuxes.LoadOrNew(key, func() (caddy.Destructor, error) {
 		mux, err := media.NewUDPMux(port, networks, logger)
@@ -505,6 +489,5 @@ func loadUDPMux(key string, port int, networks []netip.Prefix, logger *zap.Logge
 // Interface guards
 var (
 	_ caddy.Destructor = (*registry)(nil)
-	_ caddy.Destructor = udpMux{}
 	_ graphAPI         = (*whatsapp.Client)(nil)
 )

@@ -79,8 +79,16 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 
+	rt := h.holds.running.Load()
+	if rt == nil && h.app.waitStarted(r.Context().Done()) {
+		rt = h.holds.running.Load()
+	}
+	if rt == nil {
+		// Between the HTTP server's start and the app's: Meta retries.
+		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("whatsapp_calls is not started"))
+	}
 	for _, ev := range hook.CallEvents() {
-		h.dispatch(ev)
+		h.dispatch(rt, ev)
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
@@ -88,7 +96,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 
 // dispatch hands one call event to the registry. Calls to phone numbers
 // this handler does not serve are acknowledged and left alone.
-func (h *Handler) dispatch(ev whatsapp.CallEvent) {
+func (h *Handler) dispatch(rt *running, ev whatsapp.CallEvent) {
 	if h.phoneNumbers != nil {
 		if _, ok := h.phoneNumbers[ev.PhoneNumberID]; !ok {
 			if c := h.webhooks.Check(zapcore.DebugLevel, "call for another phone number ignored"); c != nil {
@@ -99,9 +107,9 @@ func (h *Handler) dispatch(ev whatsapp.CallEvent) {
 	}
 	switch {
 	case ev.Call.IsConnect():
-		h.calls.connect(ev)
+		rt.calls.connect(ev, rt.cfg)
 	case ev.Call.IsTerminate():
-		h.calls.terminate(ev)
+		rt.calls.terminate(ev, rt.cfg)
 	default:
 		if c := h.webhooks.Check(zapcore.DebugLevel, "call event ignored"); c != nil {
 			c.Write(zap.String("call_id", ev.Call.ID), zap.String("event", ev.Call.Event))
