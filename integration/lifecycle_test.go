@@ -238,3 +238,67 @@ func TestReloadAddsNumberMidCall(t *testing.T) {
 		t.Errorf("new bot got calls %v; want %s", got, second.id)
 	}
 }
+
+// TestLoadErrorsNameTheProblem validates configs, as `caddy validate`
+// does, whose placeholders cannot resolve: the error names the option and
+// the placeholder, and never a value.
+func TestLoadErrorsNameTheProblem(t *testing.T) {
+	t.Setenv("WA_TEST_BOT_URL", "ws://127.0.0.1:1/bot?token=s3cr3t")
+	t.Setenv("WA_TEST_HTTP_BOT_URL", "http://127.0.0.1:1/bot?token=s3cr3t")
+	t.Setenv("WA_TEST_EMPTY", "")
+	tests := []struct {
+		name, options, wantErr string
+	}{
+		{"bot from the environment", "bot {env.WA_TEST_BOT_URL}", ""},
+		{"bot from the environment, not ws", "bot {env.WA_TEST_HTTP_BOT_URL}", "bot: not a ws:// or wss:// URL after placeholders"},
+		{"bot unset", "bot {env.WA_TEST_UNSET_BOT_URL}", "bot: {env.WA_TEST_UNSET_BOT_URL} is not set"},
+		{"app_secret unset", "app_secret {env.WA_TEST_UNSET_SECRET}", "app_secret: {env.WA_TEST_UNSET_SECRET} is not set"},
+		{"access_token empty", "access_token {env.WA_TEST_EMPTY}", "access_token: {env.WA_TEST_EMPTY} is empty"},
+		{"bot_header unset", `bot_header Authorization "Bearer {env.WA_TEST_UNSET_TOKEN}"`, "bot_header Authorization: {env.WA_TEST_UNSET_TOKEN} is not set"},
+		{"bot_param unset", "bot_param agent {env.WA_TEST_UNSET_AGENT}", "bot_param agent: {env.WA_TEST_UNSET_AGENT} is not set"},
+		{"bot_header unknown per-call", "bot_header X-Id {whatsapp.nope}", "bot_header X-Id: unrecognized placeholder {whatsapp.nope}"},
+		{"bot_param per-call", "bot_param caller {whatsapp.from}", ""},
+		{"request placeholder", "bot_header X-Host {http.request.host}", "bot_header X-Host: {http.request.host} is a request placeholder"},
+		{"graph_url unset", "graph_url {env.WA_TEST_UNSET_GRAPH}", "graph_url: {env.WA_TEST_UNSET_GRAPH} is not set"},
+		{"ice_server credential unset", "ice_server turn:127.0.0.1:3478 user {env.WA_TEST_UNSET_TURN}", "ice_server credential: {env.WA_TEST_UNSET_TURN} is not set"},
+		{"per-call placeholder in a secret", "verify_token {whatsapp.call_id}", "verify_token: {whatsapp.call_id} is a per-call placeholder"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := map[string]string{
+				"app_secret": "s", "verify_token": "v", "access_token": "a", "bot": "ws://127.0.0.1:1/bot",
+			}
+			name, _, _ := strings.Cut(tt.options, " ")
+			extra := tt.options
+			if _, ok := opts[name]; ok {
+				delete(opts, name)
+			}
+			var block strings.Builder
+			for k, v := range opts {
+				fmt.Fprintf(&block, "\t\t%s %s\n", k, v)
+			}
+			caddyfile := fmt.Sprintf(":9081 {\n\twhatsapp_calls {\n%s\t\t%s\n\t\tudp_port 0\n\t}\n}\n", block.String(), extra)
+			adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			var cfg caddy.Config
+			if err := json.Unmarshal(adapted, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			err = caddy.Validate(&cfg)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("validate = %v; want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("validate = %v; want an error containing %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") {
+				t.Errorf("error %q echoes a value", err)
+			}
+		})
+	}
+}

@@ -36,11 +36,11 @@ const (
 // Reasons given with final states.
 const (
 	// ReasonBusinessTerminated: the business sent terminate.
-	ReasonBusinessTerminated = "business terminated"
+	ReasonBusinessTerminated = "business_terminated"
 	// ReasonBusinessRejected: the business sent reject.
-	ReasonBusinessRejected = "business rejected"
+	ReasonBusinessRejected = "business_rejected"
 	// ReasonCallerHungUp: the page hung up.
-	ReasonCallerHungUp = "you hung up"
+	ReasonCallerHungUp = "caller_hung_up"
 )
 
 // Who ended a call.

@@ -14,7 +14,7 @@
 //
 // Together with whatsapp_calls they make a self-contained demo:
 //
-//	go run ./cmd/caddy run --config examples/demo.Caddyfile
+//	go run ./cmd/whatsapp-demo run --config examples/demo.Caddyfile
 //
 // The simulator is a development tool: its page and API are unauthenticated,
 // so do not expose it on a public address.

@@ -489,7 +489,7 @@ func TestCallFlowCallerHangsUp(t *testing.T) {
 			}
 			c := s.Calls()[i]
 			if c.State != StateEnded || c.Reason != ReasonCallerHungUp || c.By != "caller" {
-				t.Errorf("call = %+v; want ended, you hung up, by caller", c)
+				t.Errorf("call = %+v; want ended, caller_hung_up, by caller", c)
 			}
 		})
 	}
