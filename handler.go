@@ -28,7 +28,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		err = h.serveWebhook(w, r)
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		err = caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
+		err = h.reject(r, rejectMethod, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", sanitizeMethod(r.Method)))
 	}
 	status := http.StatusOK
 	var herr caddyhttp.HandlerError
@@ -44,7 +44,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 func (h *Handler) serveVerification(w http.ResponseWriter, r *http.Request) error {
 	challenge, ok := whatsapp.VerifyChallenge(r.URL.Query(), h.verifyToken)
 	if !ok {
-		return caddyhttp.Error(http.StatusForbidden, errors.New("webhook verification failed: wrong mode or verify token"))
+		return h.reject(r, rejectVerifyToken, http.StatusForbidden, errors.New("webhook verification failed: wrong mode or verify token"))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(challenge)))
@@ -61,22 +61,22 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return caddyhttp.Error(http.StatusRequestEntityTooLarge,
+			return h.reject(r, rejectTooLarge, http.StatusRequestEntityTooLarge,
 				fmt.Errorf("webhook body over max_body_size (%d bytes)", h.MaxBodySize))
 		}
-		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read webhook body: %w", err))
+		return h.reject(r, rejectReadError, http.StatusBadRequest, fmt.Errorf("read webhook body: %w", err))
 	}
 
 	if err := whatsapp.VerifySignature(h.appSecret, body, r.Header.Get(signatureHeader)); err != nil {
 		if errors.Is(err, whatsapp.ErrMissingSignature) {
-			return caddyhttp.Error(http.StatusUnauthorized, err)
+			return h.reject(r, rejectMissingSignature, http.StatusUnauthorized, err)
 		}
-		return caddyhttp.Error(http.StatusForbidden, err)
+		return h.reject(r, rejectBadSignature, http.StatusForbidden, err)
 	}
 
 	hook, err := whatsapp.ParseWebhook(body)
 	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, err)
+		return h.reject(r, rejectMalformed, http.StatusBadRequest, err)
 	}
 
 	rt := h.holds.running.Load()
@@ -85,13 +85,20 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 	}
 	if rt == nil {
 		// Between the HTTP server's start and the app's: Meta retries.
-		return caddyhttp.Error(http.StatusServiceUnavailable, errors.New("whatsapp_calls is not started"))
+		return h.reject(r, rejectNotStarted, http.StatusServiceUnavailable, errors.New("whatsapp_calls is not started"))
 	}
 	for _, ev := range hook.CallEvents() {
 		h.dispatch(rt, ev)
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
+}
+
+// reject logs a rejected request (rate-limited, never its body) and returns
+// the error that answers it with status.
+func (h *Handler) reject(r *http.Request, reason string, status int, err error) error {
+	h.rejects.log(r, reason, status)
+	return caddyhttp.Error(status, err)
 }
 
 // dispatch hands one call event to the registry. Calls to phone numbers

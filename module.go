@@ -154,6 +154,7 @@ type Handler struct {
 	metrics   *metrics
 	logger    *zap.Logger
 	webhooks  *zap.Logger
+	rejects   *rejectLog
 }
 
 // ICEServer is a STUN or TURN server.
@@ -186,6 +187,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.webhooks = h.logger.Named("webhook")
+	h.rejects = newRejectLog(h.webhooks)
 	h.holds = new(handlerHolds)
 
 	if err := h.resolvePlaceholders(); err != nil {
