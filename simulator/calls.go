@@ -350,6 +350,9 @@ func (s *Simulator) serveCallList(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Simulator) servePlaceCall(w http.ResponseWriter, r *http.Request) {
+	if !requireJSON(w, r) {
+		return
+	}
 	var req struct {
 		SDP string `json:"sdp"`
 	}
@@ -373,6 +376,9 @@ func (s *Simulator) servePlaceCall(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Simulator) serveHangup(w http.ResponseWriter, r *http.Request) {
+	if !requireJSON(w, r) {
+		return
+	}
 	id := r.PathValue("id")
 	err := s.HangUp(r.Context(), id)
 	switch {
