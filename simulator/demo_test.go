@@ -135,3 +135,34 @@ func waitAnswer(t *testing.T, base, callID string) string {
 	t.Fatalf("call %s: no answer SDP in its events (%v)", callID, sc.Err())
 	return ""
 }
+
+// simCall returns the simulator's record of a call.
+func simCall(t *testing.T, base, callID string) simulator.CallInfo {
+	t.Helper()
+	var body struct {
+		Calls []simulator.CallInfo `json:"calls"`
+	}
+	getJSON(t, base+"/api/calls", &body)
+	for _, c := range body.Calls {
+		if c.ID == callID {
+			return c
+		}
+	}
+	t.Fatalf("the simulator does not know call %s", callID)
+	return simulator.CallInfo{}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
