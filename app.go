@@ -180,6 +180,9 @@ func (h *Handler) stop() error {
 	}
 	hold.mu.Lock()
 	defer hold.mu.Unlock()
+	// A webhook still in flight on a stopping server gets 503, and Meta
+	// retries it on the running config.
+	hold.running.Store(nil)
 	var errs []error
 	if hold.regKey != "" {
 		deleted, err := registries.Delete(hold.regKey)
