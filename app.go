@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,6 +227,22 @@ type udpMux struct{ ice.UDPMux }
 
 // Destruct closes the mux when its last config is cleaned up.
 func (m udpMux) Destruct() error { return m.Close() }
+
+// loadUDPMux returns the ICE UDP mux of port from the pool, binding it on
+// first use.
+func loadUDPMux(key string, port int, networks []netip.Prefix, logger *zap.Logger) (ice.UDPMux, error) {
+	v, _, err := udpMuxes.LoadOrNew(key, func() (caddy.Destructor, error) {
+		mux, err := media.NewUDPMux(port, networks, logger)
+		if err != nil {
+			return nil, err
+		}
+		return udpMux{mux}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(udpMux).UDPMux, nil
+}
 
 var (
 	registries = caddy.NewUsagePool()

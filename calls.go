@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"sort"
 	"sync"
@@ -13,7 +12,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/pion/ice/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -470,20 +468,6 @@ func sortedParams(m map[string]string) []bot.Param {
 	}
 	sort.Slice(params, func(i, j int) bool { return params[i].Name < params[j].Name })
 	return params
-}
-
-func loadUDPMux(key string, port int, networks []netip.Prefix, logger *zap.Logger) (ice.UDPMux, error) {
-	v, _, err := udpMuxes.LoadOrNew(key, func() (caddy.Destructor, error) {
-		mux, err := media.NewUDPMux(port, networks, logger)
-		if err != nil {
-			return nil, err
-		}
-		return udpMux{mux}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(udpMux).UDPMux, nil
 }
 
 // Interface guards
