@@ -17,7 +17,7 @@ func roundTrip(t testing.TB, rate, complexity int, src []int16) ([]int16, [][]by
 // roundTripFEC is roundTrip with the encoder's in-band FEC chosen.
 func roundTripFEC(t testing.TB, rate, complexity int, fec bool, src []int16) ([]int16, [][]byte) {
 	t.Helper()
-	enc, err := newOpusEncoder(rate, complexity, fec)
+	enc, err := newOpusEncoder(encoderConfig{rate: rate, complexity: complexity, fec: fec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestSilenceFrameDecodesToSilence(t *testing.T) {
 			}
 			pcm := make([]int16, rate*maxOpusDuration/1000)
 			for range 3 {
-				n, err := dec.Decode(SilenceFrame(), pcm)
+				n, err := dec.Decode(SilenceFrame(rate), pcm)
 				if err != nil {
 					t.Fatalf("Decode(silence) error %v", err)
 				}
@@ -230,7 +230,7 @@ func BenchmarkOpusEncodeFEC(b *testing.B) {
 
 // benchEncode encodes 20 ms frames of speech-like audio at rate.
 func benchEncode(b *testing.B, rate, complexity int, fec bool) {
-	enc, err := newOpusEncoder(rate, complexity, fec)
+	enc, err := newOpusEncoder(encoderConfig{rate: rate, complexity: complexity, fec: fec})
 	if err != nil {
 		b.Fatal(err)
 	}
