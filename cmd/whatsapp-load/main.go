@@ -58,6 +58,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 )
 
 func main() {
@@ -104,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.load.Drain, "drain", 10*time.Second, "after the run, wait this long at most for the target's active calls to drop (with -metrics)")
 	fs.IntVar(&o.load.PID, "pid", 0, "target `pid` whose CPU (/proc/<pid>/stat) and VmRSS are measured; 0: none")
 	fs.BoolVar(&o.jsonOut, "json", false, "also print the result as one JSON line")
+	shape := fs.String("caller", caller.Meta.String(), "shape of the callers: meta (WhatsApp's offer, ICE-lite, 16 kHz 20 kbit/s Opus, RTCP reports) or pion (the first release's pion offer, 48 kHz 32 kbit/s); also for -opus-cost")
 	// Echo floor.
 	fs.StringVar(&o.echo.Listen, "serve-echo", "", "run the baseline echo target with its webhook on this `address` instead of a load")
 	fs.StringVar(&o.echo.GraphURL, "graph-url", "http://127.0.0.1:9300", "with -serve-echo: Graph API base `URL` (loopback only)")
@@ -126,6 +129,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if o.load.Caller, err = caller.ParseShape(*shape); err != nil {
+		return o, fmt.Errorf("-caller: %w", err)
 	}
 	o.echo.AppSecret = o.load.AppSecret
 	o.echo.SetupTimeout = o.load.SetupTimeout
@@ -214,7 +221,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err = io.WriteString(stdout, markdownTable(reports, opus))
 		return err
 	case o.opusCost:
-		c, err := measureOpusCost(o.frames, o.complexity)
+		c, err := measureOpusCost(o.frames, o.complexity, o.load.Caller)
 		if err != nil {
 			return err
 		}
