@@ -14,6 +14,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/thesyncim/gopus"
 
+	wacaller "github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
 
@@ -386,10 +387,19 @@ func BenchmarkInbound(b *testing.B) {
 
 // BenchmarkOutbound is the bot-to-caller pipeline per 20 ms frame: a bot
 // chunk into the playout buffer, one frame out, Opus encode at the bot rate.
+//
+// The offer=meta runs encode under the limits of WhatsApp's offer (20
+// kbit/s, wideband at most).
 func BenchmarkOutbound(b *testing.B) {
-	for _, rate := range []int{8000, 16000} {
-		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
-			enc, err := NewOpusEncoder(rate, -1)
+	meta, _ := parseOpusOffer(wacaller.CapturedOffer)
+	for _, bc := range []struct {
+		rate  int
+		offer string
+		lim   opusOffer
+	}{{8000, "none", opusOffer{}}, {8000, "meta", meta}, {16000, "none", opusOffer{}}, {16000, "meta", meta}, {24000, "meta", meta}} {
+		rate := bc.rate
+		b.Run(fmt.Sprintf("rate=%d/offer=%s", rate, bc.offer), func(b *testing.B) {
+			enc, err := newOpusEncoder(encoderConfig{rate: rate, complexity: -1, maxBitrate: bc.lim.maxAverageBitrate, maxPlaybackRate: bc.lim.maxPlaybackRate})
 			if err != nil {
 				b.Fatal(err)
 			}

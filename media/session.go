@@ -279,6 +279,15 @@ func (s *Session) setupPeer(ctx context.Context, offer string) (string, error) {
 func (s *Session) setupAudio(offer, answer string) (string, error) {
 	s.rate = s.bot.SampleRate()
 	s.frame = s.bot.FrameSamples()
+	// The offer's maxaveragebitrate and maxplaybackrate bound the encoder;
+	// ptime/maxptime 20 are what we send anyway (20 ms packets). Its
+	// useinbandfec=1 says the caller's decoder could use FEC, but gopus's
+	// FEC encoder allocates 14 KB in five allocations per frame and costs
+	// 25-50 % more encode time (BenchmarkOpusEncodeFEC), so it stays off
+	// (see NewOpusEncoder). usedtx=1 is not followed either: during bot
+	// silence we send the 3-byte silence frame every 20 ms, which costs
+	// about what DTX saves and keeps media flowing, since WhatsApp ends a
+	// call that goes without media.
 	want, _ := parseOpusOffer(offer) // setupPeer checked that Opus is in common
 	ecfg := encoderConfig{
 		rate:            s.rate,
