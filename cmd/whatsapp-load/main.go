@@ -6,7 +6,10 @@
 // It has four modes.
 //
 // Load (the default) runs -calls concurrent calls against -webhook, their
-// starts spread over -ramp. Each call makes an ICE-lite offer, posts a
+// starts spread over -ramp. Each call makes an ICE-lite offer (with -caller
+// meta, the default, Meta's captured offer shape and 16 kHz 20 kbit/s Opus
+// with RTCP reports; -caller pion, the first release's pion offer and 48 kHz
+// 32 kbit/s Opus), posts a
 // signed connect webhook, applies the answer the target sends with
 // pre_accept to the fake Graph API hosted at -graph, waits for connected
 // media and accept, sends pre-encoded audio (encoded once at startup with
@@ -33,8 +36,8 @@
 //	whatsapp-load -serve-echo 127.0.0.1:8081 -graph-url http://127.0.0.1:9300
 //
 // -opus-cost measures in-process the CPU cost of what a call in the twilio
-// dialect transcodes every 20 ms: decode one 48 kHz packet straight to 8 kHz
-// and encode one 8 kHz frame, with the media package's codec at its default
+// dialect transcodes every 20 ms: decode one caller packet (of the -caller
+// shape) straight to 8 kHz and encode one 8 kHz frame, with the media package's codec at its default
 // complexity (or -complexity). It prints ns per frame and cores per call.
 //
 // -table FILE reads the JSON lines of earlier runs (labels "caddy" and

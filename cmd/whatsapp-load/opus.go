@@ -143,12 +143,15 @@ func speechPackets(shape caller.Shape) ([][]byte, error) {
 type OpusCost struct {
 	// Kind is "opus-cost".
 	Kind string `json:"kind"`
+	// Caller is the shape of the callers whose packets are decoded (meta:
+	// 16 kHz audio at 20 kbit/s; pion: 48 kHz at 32 kbit/s).
+	Caller string `json:"caller,omitempty"`
 	// Frames is the number of 20 ms frames measured.
 	Frames int `json:"frames"`
 	// Complexity is the encoder complexity, -1 for the media package's
 	// default at 8 kHz.
 	Complexity int `json:"complexity"`
-	// DecodeNS is the CPU time to decode one 48 kHz packet to 8 kHz PCM.
+	// DecodeNS is the CPU time to decode one caller packet to 8 kHz PCM.
 	DecodeNS float64 `json:"decode_ns_per_frame"`
 	// EncodeNS is the CPU time to encode one 8 kHz frame.
 	EncodeNS float64 `json:"encode_ns_per_frame"`
@@ -165,8 +168,8 @@ func (o OpusCost) Human() string {
 	if o.Complexity >= 0 {
 		c = fmt.Sprint(o.Complexity)
 	}
-	return fmt.Sprintf("opus: decode 48k->8k %.0f ns + encode 8k (complexity %s) %.0f ns = %.0f ns per 20 ms frame = %.5f cores/call (%d frames)",
-		o.DecodeNS, c, o.EncodeNS, o.FrameNS, o.CoresPerCall, o.Frames)
+	return fmt.Sprintf("opus: decode %s caller packet->8k %.0f ns + encode 8k (complexity %s) %.0f ns = %.0f ns per 20 ms frame = %.5f cores/call (%d frames)",
+		o.Caller, o.DecodeNS, c, o.EncodeNS, o.FrameNS, o.CoresPerCall, o.Frames)
 }
 
 // threadCPU returns the CPU time of the calling OS thread.
@@ -236,6 +239,7 @@ func measureOpusCost(frames, complexity int, shape caller.Shape) (OpusCost, erro
 	decodeCPU, encodeCPU := t1-t0, t2-t1
 	c := OpusCost{
 		Kind:       kindOpusCost,
+		Caller:     shape.String(),
 		Frames:     frames,
 		Complexity: complexity,
 		DecodeNS:   round(float64(decodeCPU)/float64(frames), 0),
