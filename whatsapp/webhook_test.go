@@ -157,12 +157,12 @@ func TestCallEvents(t *testing.T) {
 				{
 					PhoneNumberID: "P1", DisplayPhoneNumber: "111", CallerName: "Bob",
 					Contact: Contact{Profile: Profile{Name: "Bob"}, WaID: "200"},
-					Call: Call{ID: "wacid.A", From: "200", To: "111", Event: "connect", Direction: DirectionUserInitiated},
+					Call:    Call{ID: "wacid.A", From: "200", To: "111", Event: "connect", Direction: DirectionUserInitiated},
 				},
 				{
 					PhoneNumberID: "P1", DisplayPhoneNumber: "111", CallerName: "Ann",
 					Contact: Contact{Profile: Profile{Name: "Ann"}, WaID: "100"},
-					Call: Call{ID: "wacid.B", From: "300", To: "111", Event: "CONNECT", Direction: DirectionUserInitiated},
+					Call:    Call{ID: "wacid.B", From: "300", To: "111", Event: "CONNECT", Direction: DirectionUserInitiated},
 				},
 				{
 					PhoneNumberID: "P2",
