@@ -40,11 +40,11 @@ const faultWebhook = "http://localhost:9080/webhook"
 type graphFault int
 
 const (
-	graphOK    graphFault = iota
-	graphError            // HTTP 500 with a Graph error body
-	graphHang             // no answer until the client gives up
-	graphRefuse           // HTTP 400 with a Graph error body: refused, not done
-	graphSlow             // success, but only after slowGraphDelay
+	graphOK     graphFault = iota
+	graphError             // HTTP 500 with a Graph error body
+	graphHang              // no answer until the client gives up
+	graphRefuse            // HTTP 400 with a Graph error body: refused, not done
+	graphSlow              // success, but only after slowGraphDelay
 )
 
 // slowGraphDelay is how long a graphSlow action takes to succeed.
