@@ -563,8 +563,12 @@ type botTemplate struct {
 }
 
 // check resolves the template with sample call values, so that an unset
-// {env.*} variable or an unknown placeholder fails the config load.
+// {env.*} variable, an unknown placeholder or a bot_param whose name
+// clashes with a built-in field fails the config load.
 func (t botTemplate) check(repl *caddy.Replacer) error {
+	if err := bot.CheckParams(t.protocol, t.params); err != nil {
+		return fmt.Errorf("bot_param: %w", err)
+	}
 	_, err := t.resolve(repl, sampleCall, true)
 	return err
 }

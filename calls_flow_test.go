@@ -253,3 +253,11 @@ func TestAcceptMayHaveSucceeded(t *testing.T) {
 		}
 	}
 }
+
+func TestBotTemplateCheckParamClash(t *testing.T) {
+	tmpl := botTemplate{url: "ws://127.0.0.1:1/", protocol: bot.Twilio, params: []bot.Param{{Name: "username", Value: "x"}}}
+	err := tmpl.check(caddy.NewReplacer())
+	if !errors.Is(err, bot.ErrInvalidParam) || !strings.Contains(err.Error(), `bot_param: invalid bot parameter: "username" is already set`) {
+		t.Errorf("check() = %v; want a bot_param clash error", err)
+	}
+}

@@ -1,5 +1,7 @@
 package bot
 
+import "fmt"
+
 // identityParamNames are the names of the optional caller fields sent to the
 // bot, in the order they are sent: start.customParameters (twilio) and
 // fields of websocket:connected (vonage).
@@ -17,4 +19,18 @@ func (c CallInfo) identityParams() []Param {
 		}
 	}
 	return out
+}
+
+// CheckParams returns the error Dial would return for params in protocol's
+// opening messages: one wrapping ErrInvalidParam for an empty name or a
+// name that repeats a built-in field or another Param. Configs can call it
+// at load time, so that a clash fails the config rather than every call.
+func CheckParams(protocol Protocol, params []Param) error {
+	switch protocol {
+	case Vonage:
+		return checkParams(params, vonageBuiltinParams)
+	case Twilio, "":
+		return checkParams(params, twilioBuiltinParams)
+	}
+	return fmt.Errorf("%w %q", ErrUnknownProtocol, protocol)
 }

@@ -25,3 +25,29 @@ func TestIdentityParamsReserved(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckParams(t *testing.T) {
+	tests := []struct {
+		name     string
+		protocol Protocol
+		params   []Param
+		wantErr  error
+	}{
+		{"none", Twilio, nil, nil},
+		{"own names", Vonage, []Param{{"tenant", "a"}, {"lang", "fr"}}, nil},
+		{"twilio built-in", Twilio, []Param{{"from_number", "x"}}, ErrInvalidParam},
+		{"caller field", Twilio, []Param{{"username", "x"}}, ErrInvalidParam},
+		{"vonage built-in", Vonage, []Param{{"content-type", "x"}}, ErrInvalidParam},
+		{"vonage caller field", Vonage, []Param{{"cta_payload", "x"}}, ErrInvalidParam},
+		{"twilio name fine for vonage", Vonage, []Param{{"from_number", "x"}}, nil},
+		{"repeated", Twilio, []Param{{"a", "1"}, {"a", "2"}}, ErrInvalidParam},
+		{"unknown protocol", "plivo", nil, ErrUnknownProtocol},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := CheckParams(tt.protocol, tt.params); !errors.Is(err, tt.wantErr) {
+				t.Errorf("CheckParams(%q, %v) = %v; want %v", tt.protocol, tt.params, err, tt.wantErr)
+			}
+		})
+	}
+}
