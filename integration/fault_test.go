@@ -333,7 +333,11 @@ func TestFaultGraph(t *testing.T) {
 	rejected := func(t *testing.T, id string, within time.Duration) {
 		t.Helper()
 		graph.expect(t, "reject", id, within)
-		bot.conn(t, id).waitDone(t, 3*time.Second)
+		bc := bot.conn(t, id)
+		bc.waitDone(t, 3*time.Second)
+		if evs := bc.events(); len(evs) == 0 || evs[len(evs)-1] != "stop" {
+			t.Errorf("bot's events = %v; want stop last: the bot must learn the call ended", evs)
+		}
 		graph.quiet(t, 300*time.Millisecond)
 	}
 
@@ -371,7 +375,11 @@ func TestFaultGraph(t *testing.T) {
 	ended := func(t *testing.T, id string, within time.Duration) {
 		t.Helper()
 		graph.expect(t, "terminate", id, within)
-		bot.conn(t, id).waitDone(t, 3*time.Second)
+		bc := bot.conn(t, id)
+		bc.waitDone(t, 3*time.Second)
+		if evs := bc.events(); len(evs) == 0 || evs[len(evs)-1] != "stop" {
+			t.Errorf("bot's events = %v; want stop last: the bot must learn the call ended", evs)
+		}
 		graph.quiet(t, 300*time.Millisecond)
 	}
 
