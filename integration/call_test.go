@@ -204,7 +204,8 @@ func connectWebhook(callID, sdp string) []byte {
 			Metadata:         whatsapp.Metadata{DisplayPhoneNumber: "15550001111", PhoneNumberID: testPhone},
 			Contacts:         []whatsapp.Contact{{Profile: whatsapp.Profile{Name: "Jane"}, WaID: "15551234567"}},
 			Calls: []whatsapp.Call{{ID: callID, From: "15551234567", To: "15550001111", Event: "connect", Direction: "USER_INITIATED",
-				Session: &whatsapp.Session{SDPType: "offer", SDP: sdp}}},
+				Timestamp: whatsapp.Time(time.Now().Unix()),
+				Session:   &whatsapp.Session{SDPType: "offer", SDP: sdp}}},
 		},
 	}}}}}
 	body, _ := json.Marshal(v)

@@ -40,6 +40,10 @@ type SessionConfig struct {
 	Logger *zap.Logger
 	// Hooks are optional callbacks for metrics.
 	Hooks Hooks
+	// HoldPlayout keeps the bot's audio from the caller until StartPlayout:
+	// the caller hears silence meanwhile, and the bot's audio and marks
+	// wait in the playout buffer. Default: the bot is heard at once.
+	HoldPlayout bool
 }
 
 // Hooks are optional callbacks a Session makes from its own goroutines. They
@@ -105,6 +109,7 @@ type Session struct {
 	playout *Playout[bot.Mark]
 	out     *outbound
 	in      *inbound
+	gate    playoutGate
 
 	ready     chan struct{} // closed once NewSession has finished building s
 	stateCh   chan struct{} // size 1: a PeerConnection state change is pending; coalesced
@@ -165,6 +170,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		connected: make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	s.gate.init(cfg.HoldPlayout)
 
 	type dialResult struct {
 		conn *bot.Conn
@@ -558,7 +564,7 @@ func (s *Session) sendLoop() {
 	var due []bot.Mark
 	var underruns uint64
 	for {
-		payload, marks := s.out.next(due[:0])
+		payload, marks := s.nextPayload(due[:0])
 		due = marks
 		pkt.Payload = payload
 		if err := s.track.WriteRTP(&pkt); err != nil {
