@@ -45,6 +45,13 @@ func TestMetaOfferShape(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.cfg.IPv6 {
+				l, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+				if err != nil {
+					t.Skipf("no IPv6 loopback on this machine: %v", err)
+				}
+				_ = l.Close()
+			}
 			c, err := New(tt.cfg)
 			if err != nil {
 				t.Fatal(err)
