@@ -44,7 +44,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_calls        <n>
 //		max_body_size    <size>
 //		answer_timeout   <duration>
+//		accept_timeout   <duration>
 //		bot_timeout      <duration>
+//		max_connect_age  <duration>
+//		biz_opaque_callback_data <template>
 //	}
 //
 // app_secret, verify_token, access_token and bot are required. bot_header,
@@ -88,6 +91,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "graph_version":
 			if err := oneArg(d, &h.GraphVersion); err != nil {
+				return err
+			}
+		case "biz_opaque_callback_data":
+			if err := oneArg(d, &h.BizOpaqueCallbackData); err != nil {
 				return err
 			}
 
@@ -224,7 +231,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxBodySize = int64(size)
 
-		case "answer_timeout", "bot_timeout":
+		case "answer_timeout", "accept_timeout", "bot_timeout", "max_connect_age":
 			var v string
 			if err := oneArg(d, &v); err != nil {
 				return err
@@ -233,10 +240,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || dur <= 0 {
 				return d.Errf("%s %q: must be a positive duration such as 5s", opt, v)
 			}
-			if opt == "answer_timeout" {
+			switch opt {
+			case "answer_timeout":
 				h.AnswerTimeout = caddy.Duration(dur)
-			} else {
+			case "accept_timeout":
+				h.AcceptTimeout = caddy.Duration(dur)
+			case "bot_timeout":
 				h.BotTimeout = caddy.Duration(dur)
+			default:
+				h.MaxConnectAge = caddy.Duration(dur)
 			}
 
 		default:

@@ -55,6 +55,22 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			give: `whatsapp_calls {` + required + "udp_port 40000\n}",
 			want: Handler{AppSecret: "s", VerifyToken: "v", AccessToken: "a", Bot: "ws://127.0.0.1:8765/bot", UDPPort: &port40000},
 		},
+		{
+			name: "call flow options",
+			give: `whatsapp_calls {` + required + `
+				accept_timeout 3s
+				max_connect_age 30s
+				biz_opaque_callback_data "{whatsapp.call_id} {whatsapp.from_user_id}"
+			}`,
+			want: Handler{
+				AppSecret: "s", VerifyToken: "v", AccessToken: "a", Bot: "ws://127.0.0.1:8765/bot",
+				AcceptTimeout: caddy.Duration(3 * time.Second), MaxConnectAge: caddy.Duration(30 * time.Second),
+				BizOpaqueCallbackData: "{whatsapp.call_id} {whatsapp.from_user_id}",
+			},
+		},
+		{name: "max_connect_age negative", give: `whatsapp_calls {` + required + "max_connect_age -5s\n}", wantErr: `max_connect_age "-5s": must be a positive duration`},
+		{name: "accept_timeout twice", give: `whatsapp_calls {` + required + "accept_timeout 1s\naccept_timeout 2s\n}", wantErr: "accept_timeout already specified"},
+		{name: "biz_opaque_callback_data without value", give: `whatsapp_calls {` + required + "biz_opaque_callback_data\n}", wantErr: "wrong argument count"},
 		{name: "same-line argument", give: `whatsapp_calls /x {` + required + `}`, wantErr: "wrong argument count"},
 		{name: "missing verify_token", give: "whatsapp_calls {\napp_secret s\naccess_token a\nbot ws://b\n}", wantErr: "verify_token is required"},
 		{name: "bot without scheme", give: `whatsapp_calls {` + strings.Replace(required, "ws://", "", 1) + `}`, wantErr: "bot: not a ws:// or wss:// URL"},
@@ -103,6 +119,10 @@ func TestValidate(t *testing.T) {
 		{"unknown protocol", func(h *Handler) { h.BotProtocol = "sip" }, "must be twilio or vonage"},
 		{"bad public ip", func(h *Handler) { h.PublicIPs = []string{"x"} }, "not an IP address"},
 		{"bad graph url", func(h *Handler) { h.GraphURL = "ftp://x" }, "not an http(s) URL"},
+		{"negative max_connect_age", func(h *Handler) { h.MaxConnectAge = -1 }, "max_connect_age: must be a positive duration"},
+		{"negative accept_timeout", func(h *Handler) { h.AcceptTimeout = -1 }, "accept_timeout: must be a positive duration"},
+		{"callback data over 512", func(h *Handler) { h.BizOpaqueCallbackData = strings.Repeat("x", 513) }, "biz_opaque_callback_data is 513 characters"},
+		{"callback data of 512", func(h *Handler) { h.BizOpaqueCallbackData = strings.Repeat("ü", 512) }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -90,6 +90,13 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 	for _, ev := range hook.CallEvents() {
 		h.dispatch(rt, ev)
 	}
+	// Statuses report the progress of business-initiated calls, which this
+	// handler does not place (yet): acknowledged and left alone.
+	for _, st := range hook.CallStatuses() {
+		if c := h.webhooks.Check(zapcore.DebugLevel, "call status ignored"); c != nil {
+			c.Write(zap.String("call_id", st.ID), zap.String("status", st.Status))
+		}
+	}
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
@@ -113,6 +120,12 @@ func (h *Handler) dispatch(rt *running, ev whatsapp.CallEvent) {
 		}
 	}
 	switch {
+	case ev.Call.IsConnect() && ev.Call.IsAnswer():
+		// The answer to a call the business placed (here or with another
+		// app on the account): never ours to pre-accept or reject.
+		if c := h.webhooks.Check(zapcore.DebugLevel, "connect with an sdp answer ignored"); c != nil {
+			c.Write(zap.String("call_id", ev.Call.ID), zap.String("direction", ev.Call.Direction))
+		}
 	case ev.Call.IsConnect():
 		rt.calls.connect(ev, rt.cfg)
 	case ev.Call.IsTerminate():

@@ -44,7 +44,7 @@ func newMetrics() *metrics {
 		}),
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "total",
-			Help: "Calls ended, by result (answered, rejected, missed) and reason.",
+			Help: "Calls ended, by result (answered, rejected, missed, failed) and reason.",
 		}, []string{"result", "reason"}),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "webhook_requests_total",

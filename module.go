@@ -38,7 +38,9 @@ const (
 	DefaultMaxCalls      = 100
 	DefaultMaxBodySize   = 1 << 20
 	DefaultAnswerTimeout = 15 * time.Second
+	DefaultAcceptTimeout = 5 * time.Second
 	DefaultBotTimeout    = 3 * time.Second
+	DefaultMaxConnectAge = 60 * time.Second
 	DefaultSampleRate    = 16000
 )
 
@@ -49,13 +51,21 @@ const (
 // signed webhooks; each `connect` call event starts a call, each
 // `terminate` ends one. Other methods get 405.
 //
-// The bot URL, bot headers and bot parameters may use these placeholders,
-// resolved for each call:
+// The bot URL, bot headers, bot parameters and biz_opaque_callback_data
+// may use these placeholders, resolved for each call. A value the webhook
+// did not carry is empty: since 2026 a caller who has a WhatsApp username
+// may come without a phone number, identified by user ids instead.
 //
-//	{whatsapp.call_id}          the WhatsApp call id (wacid...)
-//	{whatsapp.from}             the caller's WhatsApp id (phone number)
-//	{whatsapp.to}               the business phone number called
-//	{whatsapp.phone_number_id}  the business phone number id
+//	{whatsapp.call_id}              the WhatsApp call id (wacid...)
+//	{whatsapp.from}                 the caller's WhatsApp id (phone number), if shared
+//	{whatsapp.from_user_id}         the caller's business-scoped user id (US.1349...)
+//	{whatsapp.from_parent_user_id}  the caller's portfolio-level user id, if any
+//	{whatsapp.username}             the caller's WhatsApp username, if any
+//	{whatsapp.caller_name}          the caller's profile name, if sent
+//	{whatsapp.to}                   the business phone number called
+//	{whatsapp.phone_number_id}      the business phone number id
+//	{whatsapp.deeplink_payload}     the payload of the call deep link tapped, if any
+//	{whatsapp.cta_payload}          the payload of the call button tapped, if any
 type Handler struct {
 	// The Meta app secret that signs every webhook (X-Hub-Signature-256).
 	// Required. Use a placeholder such as {env.WHATSAPP_APP_SECRET}; an
@@ -136,9 +146,32 @@ type Handler struct {
 	// the call is rejected. Default: 15s.
 	AnswerTimeout caddy.Duration `json:"answer_timeout,omitempty"`
 
+	// The budget for the accept request, which starts once media is
+	// connected (it is not what is left of answer_timeout). If accept
+	// fails with a Graph 4xx error the call is rejected; if it times out
+	// or fails otherwise, Meta may have accepted it, so it is terminated.
+	// Default: 5s.
+	AcceptTimeout caddy.Duration `json:"accept_timeout,omitempty"`
+
 	// The budget for dialing the bot, retries included; a bot that is
 	// down gets the call rejected. Default: 3s.
 	BotTimeout caddy.Duration `json:"bot_timeout,omitempty"`
+
+	// The oldest connect webhook answered, by its timestamp. Meta ends a
+	// call nobody answered within 30 to 60 seconds, so an older connect
+	// is a replayed webhook: it is acknowledged and ignored (logged at
+	// WARN), and never dials the bot. A timestamp further than this in the
+	// future (a host clock that is behind) is ignored too. Default: 60s.
+	MaxConnectAge caddy.Duration `json:"max_connect_age,omitempty"`
+
+	// Sent as biz_opaque_callback_data with each accept; Meta echoes it in
+	// the call's terminate webhook, which logs it at debug level (it may
+	// hold personal data). It may use the per-call {whatsapp.*}
+	// placeholders and {env.*}. Meta takes at most 512 characters: a
+	// longer template fails the config load, and a call whose value is
+	// longer after its placeholders is accepted without it (with a
+	// warning), since cut opaque data would be wrong data. Default: none.
+	BizOpaqueCallbackData string `json:"biz_opaque_callback_data,omitempty"`
 
 	appSecret    []byte
 	verifyToken  string
@@ -236,6 +269,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.botTemplate.check(caddy.NewReplacer()); err != nil {
 		return err
 	}
+	if err := checkCallbackData(caddy.NewReplacer(), h.BizOpaqueCallbackData); err != nil {
+		return err
+	}
 
 	h.graph = &whatsapp.Client{
 		BaseURL:     h.GraphURL,
@@ -265,6 +301,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		bot:           h.botTemplate,
 		maxCalls:      h.MaxCalls,
 		answerTimeout: time.Duration(h.AnswerTimeout),
+		acceptTimeout: time.Duration(h.AcceptTimeout),
+		maxConnectAge: time.Duration(h.MaxConnectAge),
+		callbackData:  h.BizOpaqueCallbackData,
 	}
 
 	app, err := ctx.App(appID)
@@ -306,8 +345,14 @@ func (h *Handler) applyDefaults() {
 	if h.AnswerTimeout == 0 {
 		h.AnswerTimeout = caddy.Duration(DefaultAnswerTimeout)
 	}
+	if h.AcceptTimeout == 0 {
+		h.AcceptTimeout = caddy.Duration(DefaultAcceptTimeout)
+	}
 	if h.BotTimeout == 0 {
 		h.BotTimeout = caddy.Duration(DefaultBotTimeout)
+	}
+	if h.MaxConnectAge == 0 {
+		h.MaxConnectAge = caddy.Duration(DefaultMaxConnectAge)
 	}
 }
 

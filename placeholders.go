@@ -10,7 +10,8 @@ import (
 )
 
 // callPlaceholderPrefix starts the per-call placeholders, which only bot,
-// bot_header and bot_param take and which are resolved for each call.
+// bot_header, bot_param and biz_opaque_callback_data take and which are
+// resolved for each call.
 const callPlaceholderPrefix = "whatsapp."
 
 // checkPlaceholders checks every placeholder in the value of option, so
@@ -29,7 +30,7 @@ func checkPlaceholders(option, value string, perCall bool) error {
 		switch {
 		case strings.HasPrefix(key, callPlaceholderPrefix):
 			if !perCall {
-				return nil, fmt.Errorf("%s: %s is a per-call placeholder; only bot, bot_header and bot_param take those", option, ph)
+				return nil, fmt.Errorf("%s: %s is a per-call placeholder; only bot, bot_header, bot_param and biz_opaque_callback_data take those", option, ph)
 			}
 			return ph, nil
 		case strings.HasPrefix(key, "env."):
@@ -85,7 +86,8 @@ func resolveSecret(option, value string) (string, error) {
 
 // resolvePlaceholders resolves the placeholders of every setting that is
 // fixed for the config's life, in place, and checks those of the per-call
-// settings (bot, bot_header, bot_param), which are resolved for each call.
+// settings (bot, bot_header, bot_param, biz_opaque_callback_data), which
+// are resolved for each call.
 // Secrets are resolved by Provision into unexported fields.
 func (h *Handler) resolvePlaceholders() error {
 	if err := checkPlaceholders("bot", h.Bot, true); err != nil {
@@ -102,6 +104,9 @@ func (h *Handler) resolvePlaceholders() error {
 		if err := checkPlaceholders("bot_param "+name, v, true); err != nil {
 			return err
 		}
+	}
+	if err := checkPlaceholders("biz_opaque_callback_data", h.BizOpaqueCallbackData, true); err != nil {
+		return err
 	}
 	for _, s := range []struct {
 		option string

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
@@ -68,6 +69,15 @@ func (h *Handler) check() error {
 	}
 	if h.BotTimeout < 0 {
 		return fmt.Errorf("bot_timeout: must be a positive duration such as 5s")
+	}
+	if h.AcceptTimeout < 0 {
+		return fmt.Errorf("accept_timeout: must be a positive duration such as 5s")
+	}
+	if h.MaxConnectAge < 0 {
+		return fmt.Errorf("max_connect_age: must be a positive duration such as 60s")
+	}
+	if n := utf8.RuneCountInString(h.BizOpaqueCallbackData); n > maxCallbackData {
+		return fmt.Errorf("biz_opaque_callback_data is %d characters; Meta takes at most %d", n, maxCallbackData)
 	}
 	return nil
 }
