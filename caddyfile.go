@@ -2,7 +2,6 @@ package whatsappcalls
 
 import (
 	"net/http"
-	"net/netip"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -45,7 +44,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_calls        <n>
 //		max_body_size    <size>
 //		answer_timeout   <duration>
+//		accept_timeout   <duration>
 //		bot_timeout      <duration>
+//		max_connect_age  <duration>
+//		biz_opaque_callback_data <template>
 //	}
 //
 // app_secret, verify_token, access_token and bot are required. bot_header,
@@ -91,13 +93,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.GraphVersion); err != nil {
 				return err
 			}
+		case "biz_opaque_callback_data":
+			if err := oneArg(d, &h.BizOpaqueCallbackData); err != nil {
+				return err
+			}
 
 		case "bot":
 			if err := oneArg(d, &h.Bot); err != nil {
 				return err
 			}
 			if err := checkBotURL(h.Bot); err != nil {
-				return d.Errf("bot: %v", err)
+				return d.Err(err.Error())
 			}
 
 		case "graph_url":
@@ -105,15 +111,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := checkGraphURL(h.GraphURL); err != nil {
-				return d.Errf("graph_url: %v", err)
+				return d.Err(err.Error())
 			}
 
 		case "bot_protocol":
 			if err := oneArg(d, &h.BotProtocol); err != nil {
 				return err
 			}
-			if h.BotProtocol != "twilio" && h.BotProtocol != "vonage" {
-				return d.Errf("bot_protocol %q: must be twilio or vonage", h.BotProtocol)
+			if err := checkBotProtocol(h.BotProtocol); err != nil {
+				return d.Err(err.Error())
 			}
 
 		case "bot_sample_rate":
@@ -122,7 +128,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			rate, err := strconv.Atoi(v)
-			if err != nil || (rate != 8000 && rate != 16000 && rate != 24000) {
+			if err != nil || rate <= 0 {
 				return d.Errf("bot_sample_rate %q: must be 8000, 16000 or 24000", v)
 			}
 			h.BotSampleRate = rate
@@ -171,8 +177,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, a := range args {
-				if _, err := netip.ParseAddr(a); err != nil {
-					return d.Errf("public_ip %q: not an IP address", a)
+				if err := checkPublicIP(a); err != nil {
+					return d.Err(err.Error())
 				}
 			}
 			h.PublicIPs = append(h.PublicIPs, args...)
@@ -183,8 +189,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, a := range args {
-				if _, err := netip.ParsePrefix(a); err != nil {
-					return d.Errf("ice_networks %q: not a CIDR network", a)
+				if err := checkNetwork(a); err != nil {
+					return d.Err(err.Error())
 				}
 			}
 			h.ICENetworks = append(h.ICENetworks, args...)
@@ -195,7 +201,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			port, err := strconv.Atoi(v)
-			if err != nil || port < 0 || port > 65535 {
+			if err == nil {
+				err = checkUDPPort(port)
+			}
+			if err != nil {
 				return d.Errf("udp_port %q: must be a port number 0-65535", v)
 			}
 			h.UDPPort = &port
@@ -222,7 +231,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxBodySize = int64(size)
 
-		case "answer_timeout", "bot_timeout":
+		case "answer_timeout", "accept_timeout", "bot_timeout", "max_connect_age":
 			var v string
 			if err := oneArg(d, &v); err != nil {
 				return err
@@ -231,10 +240,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err != nil || dur <= 0 {
 				return d.Errf("%s %q: must be a positive duration such as 5s", opt, v)
 			}
-			if opt == "answer_timeout" {
+			switch opt {
+			case "answer_timeout":
 				h.AnswerTimeout = caddy.Duration(dur)
-			} else {
+			case "accept_timeout":
+				h.AcceptTimeout = caddy.Duration(dur)
+			case "bot_timeout":
 				h.BotTimeout = caddy.Duration(dur)
+			default:
+				h.MaxConnectAge = caddy.Duration(dur)
 			}
 
 		default:
@@ -247,8 +261,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s is required", req)
 		}
 	}
-	if h.BotProtocol != "vonage" && h.BotSampleRate != 0 && h.BotSampleRate != 8000 {
-		return d.Errf("bot_sample_rate %d: the twilio dialect is 8000 only", h.BotSampleRate)
+	if err := checkSampleRate(h.BotProtocol, h.BotSampleRate); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }

@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/pion/ice/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -40,11 +39,18 @@ const (
 	graphBudget = 10 * time.Second
 )
 
+// maxCallbackData is the most characters Meta takes in an accept's
+// biz_opaque_callback_data.
+const maxCallbackData = 512
+
 // Reasons a call ends, as logged and counted.
 const (
 	resultAnswered = "answered"
 	resultRejected = "rejected"
 	resultMissed   = "missed" // the caller hung up before we answered
+	// resultFailed is a call whose accept failed in a way that may have
+	// accepted it anyway; it was terminated toward Meta.
+	resultFailed = "failed"
 )
 
 // Errors that explain why a call ended.
@@ -54,15 +60,13 @@ var (
 	errOverCapacity = errors.New("max_calls reached")
 )
 
-var (
-	registries = caddy.NewUsagePool()
-	udpMuxes   = caddy.NewUsagePool()
-)
-
-// registry owns every live call. It is shared, through a UsagePool, by the
-// successive configs of one handler, so a config reload hands live calls to
-// the new config. The last config's Cleanup destructs it, which terminates
-// every live call toward Meta and tells every bot.
+// registry owns every live call of one Meta app. It is shared, through a
+// UsagePool, by the successive configs of the handlers of that app, so a
+// config reload hands live calls to the new config. It holds no config:
+// each call runs with the config of the handler that received its connect
+// webhook, so a reload, failed or not, never changes a live call. The last
+// holder's release destructs it, which terminates every live call toward
+// Meta and tells every bot.
 type registry struct {
 	metrics *metrics
 
@@ -71,14 +75,14 @@ type registry struct {
 	wg     sync.WaitGroup // one per call goroutine and per detached reject
 
 	mu        sync.Mutex
-	cfg       callConfig
 	live      map[string]*call
 	seen      map[string]time.Time
 	lastPrune time.Time
 	now       func() time.Time
 }
 
-// callConfig is what a new call needs from the current config.
+// callConfig is what a call needs from the config of the handler that
+// started it.
 type callConfig struct {
 	logger        *zap.Logger
 	graph         graphAPI
@@ -86,6 +90,9 @@ type callConfig struct {
 	bot           botTemplate
 	maxCalls      int
 	answerTimeout time.Duration
+	acceptTimeout time.Duration
+	maxConnectAge time.Duration
+	callbackData  string // biz_opaque_callback_data template; "" sends none
 }
 
 // loadRegistry returns the registry under key, creating it on first use.
@@ -106,14 +113,6 @@ func newRegistry(m *metrics) *registry {
 		seen:    make(map[string]time.Time),
 		now:     time.Now,
 	}
-}
-
-// configure points new calls at the current config, its logger included.
-// Live calls keep the config they started with.
-func (r *registry) configure(cfg callConfig) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cfg = cfg
 }
 
 // Destruct terminates every live call and waits for all of them. The
@@ -150,25 +149,32 @@ type call struct {
 	session  atomic.Pointer[media.Session] // set once media is set up
 }
 
-// connect starts a call for a connect event, unless its call id was seen
-// before or the server is at max_calls. It never blocks on the network.
-func (r *registry) connect(ev whatsapp.CallEvent) {
+// connect starts a call for a connect event with cfg, the config of the
+// handler that received it, unless its call id was seen before or the
+// registry is at cfg.maxCalls. It never blocks on the network.
+func (r *registry) connect(ev whatsapp.CallEvent, cfg callConfig) {
 	id := ev.Call.ID
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
 		return
 	}
-	if _, dup := r.seen[id]; dup {
-		logger := r.cfg.logger
+	if age, ok := connectAge(ev, r.now(), cfg.maxConnectAge); !ok {
 		r.mu.Unlock()
-		if c := logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
+		cfg.logger.Warn("stale connect ignored",
+			zap.String("call_id", id),
+			zap.Duration("age", age),
+			zap.Duration("max_connect_age", cfg.maxConnectAge))
+		return
+	}
+	if _, dup := r.seen[id]; dup {
+		r.mu.Unlock()
+		if c := cfg.logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
 			c.Write(zap.String("call_id", id))
 		}
 		return
 	}
 	r.remember(id)
-	cfg := r.cfg
 	if len(r.live) >= cfg.maxCalls {
 		r.wg.Add(1)
 		r.mu.Unlock()
@@ -188,15 +194,39 @@ func (r *registry) connect(ev whatsapp.CallEvent) {
 	go r.run(c, cfg)
 }
 
-// terminate ends the call that Meta reports as terminated. A terminate for
-// an unknown call is remembered, so that a late connect for it does nothing.
-func (r *registry) terminate(ev whatsapp.CallEvent) {
+// connectAge returns how old a connect event is by its timestamp, and
+// whether it is young enough to answer.
+//
+// Meta gives a business 30 to 60 seconds to pre-accept or accept a call
+// before it ends it as not answered, so a connect older than maxAge cannot
+// be a call anyone is still waiting on: it is a replay of a captured,
+// validly signed webhook (after the dedupe window or a restart, which
+// forgets the call ids seen). Answering it would dial the bot for nobody.
+//
+// A timestamp in the future means the host clock is behind Meta's. A skew
+// up to maxAge is tolerated. Beyond it the call is refused too: a host
+// clock that wrong would let replays through for as long as it is wrong,
+// and the WARN line makes the broken clock visible at the first call. A
+// connect without a timestamp (Meta always sends one) is answered: it was
+// signed with the app secret, and there is nothing to measure.
+func connectAge(ev whatsapp.CallEvent, now time.Time, maxAge time.Duration) (time.Duration, bool) {
+	if ev.Call.Timestamp.IsZero() || maxAge <= 0 {
+		return 0, true
+	}
+	age := now.Sub(ev.Call.Timestamp.Time())
+	return age, age <= maxAge && age >= -maxAge
+}
+
+// terminate ends the call that Meta reports as terminated; cfg is the
+// config of the handler that received the webhook. A terminate for an
+// unknown call is remembered, so that a late connect for it does nothing.
+func (r *registry) terminate(ev whatsapp.CallEvent, cfg callConfig) {
 	r.mu.Lock()
 	c := r.live[ev.Call.ID]
 	if c == nil {
 		r.remember(ev.Call.ID)
 	}
-	logger := r.cfg.logger
+	logger := cfg.logger
 	r.mu.Unlock()
 	if c != nil {
 		c.hangup(errCallerHungUp)
@@ -206,6 +236,13 @@ func (r *registry) terminate(ev whatsapp.CallEvent) {
 		zap.String("status", ev.Call.Status),
 		zap.String("reason", ev.Reason()),
 		zap.Bool("live", c != nil))
+	// The callback data echoes the biz_opaque_callback_data template, whose
+	// placeholders may hold the caller's number or name: debug level only.
+	if data := ev.Call.BizOpaqueCallbackData; data != "" {
+		if ce := logger.Check(zapcore.DebugLevel, "terminate callback data"); ce != nil {
+			ce.Write(zap.String("call_id", ev.Call.ID), zap.String("biz_opaque_callback_data", data))
+		}
+	}
 }
 
 // remember records a call id for dedupeWindow. r.mu must be held.
@@ -232,8 +269,17 @@ func (r *registry) release(c *call) {
 
 // run is one call's life: build the answer and dial the bot, pre_accept,
 // wait for media, accept, then bridge until either side hangs up. Any
-// failure before accept rejects the call; any end after it that Meta did
-// not report is sent to Meta as terminate.
+// failure before accept rejects the call; a failed accept ends it as
+// failAccept says; any end after it that Meta did not report is sent to
+// Meta as terminate.
+//
+// The bot is dialed, and so gets its start message, before pre_accept: a
+// bot that is down gets the call rejected before the caller hears a thing,
+// and its greeting is ready by the time the call is accepted. Until accept
+// returns 200 the caller hears only silence and the bot's audio waits in
+// the playout buffer (media.SessionConfig.HoldPlayout); it is played from
+// its first frame once accepted. A call that fails before that closes the
+// session, which sends the bot stop (twilio) and a close.
 func (r *registry) run(c *call, cfg callConfig) {
 	defer r.wg.Done()
 	defer r.release(c)
@@ -255,10 +301,11 @@ func (r *registry) run(c *call, cfg callConfig) {
 	}
 
 	sess, err := cfg.engine.NewSession(setup, media.SessionConfig{
-		CallID: id,
-		Offer:  c.ev.Call.Session.SDP,
-		Bot:    botCfg,
-		Logger: log.Named("media"),
+		CallID:      id,
+		Offer:       c.ev.Call.Session.SDP,
+		Bot:         botCfg,
+		Logger:      log.Named("media"),
+		HoldPlayout: true,
 	})
 	if err != nil {
 		reason := "media"
@@ -289,10 +336,23 @@ func (r *registry) run(c *call, cfg callConfig) {
 	}
 	r.metrics.observeSetup("media_connected", time.Since(c.received))
 
-	if err := cfg.graph.Accept(setup, phoneID, id, answer, ""); err != nil {
-		r.fail(c, cfg, err, "graph_accept")
+	cancel() // the setup budget ends here; accept has its own
+	data := cfg.callbackDataFor(c.ev, log)
+	budget := cfg.acceptTimeout
+	if budget <= 0 {
+		budget = DefaultAcceptTimeout
+	}
+	accept, cancelAccept := context.WithTimeout(c.ctx, budget)
+	err = cfg.graph.Accept(accept, phoneID, id, answer, data)
+	if err != nil && errors.Is(accept.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("no answer within accept_timeout %s: %w", budget, err)
+	}
+	cancelAccept()
+	if err != nil {
+		r.failAccept(c, cfg, err)
 		return
 	}
+	sess.StartPlayout()
 	answered := time.Now()
 	log.Info("call answered", zap.Duration("setup", answered.Sub(c.received)))
 
@@ -331,6 +391,109 @@ func (r *registry) fail(c *call, cfg callConfig, err error, reason string) {
 		return
 	}
 	r.reject(cfg, c.ev, err, reason)
+}
+
+// failAccept ends a call whose accept did not succeed.
+//
+// Meta's rule is reject for a call that was not accepted and terminate for
+// one that was. A failed accept may still have accepted the call: the
+// request went out and its answer timed out or was lost, or Graph answered
+// 5xx, which says nothing about what happened behind it. Only a clear 4xx
+// Graph error reply (and an error before anything was sent) means the call
+// was not accepted, so only then is it rejected. Every other failure is
+// terminated; should Meta answer that terminate with a 4xx (the call was
+// not accepted after all), it is rejected so the caller stops waiting.
+func (r *registry) failAccept(c *call, cfg callConfig, err error) {
+	if !acceptMayHaveSucceeded(err) {
+		r.fail(c, cfg, err, "graph_accept")
+		return
+	}
+	if errors.Is(context.Cause(c.ctx), errCallerHungUp) {
+		r.fail(c, cfg, err, "graph_accept") // counted as missed; Meta knows
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), graphBudget)
+	defer cancel()
+	fields := []zap.Field{
+		zap.String("call_id", c.ev.Call.ID),
+		zap.String("result", resultFailed),
+		zap.String("reason", "graph_accept"),
+		zap.Error(err),
+	}
+	if terr := cfg.graph.Terminate(ctx, c.ev.PhoneNumberID, c.ev.Call.ID); terr != nil {
+		fields = append(fields, zap.NamedError("terminate_error", terr))
+		if !acceptMayHaveSucceeded(terr) {
+			if rerr := cfg.graph.Reject(ctx, c.ev.PhoneNumberID, c.ev.Call.ID); rerr != nil {
+				fields = append(fields, zap.NamedError("reject_error", rerr))
+			}
+		}
+	}
+	r.metrics.callEnded(resultFailed, "graph_accept", media.Stats{})
+	cfg.logger.Warn("call ended", fields...)
+}
+
+// acceptMayHaveSucceeded reports whether a failed Graph call action may
+// have taken effect at Meta all the same: false only for a Graph error
+// reply with a 4xx status and for errors raised before sending.
+func acceptMayHaveSucceeded(err error) bool {
+	if errors.Is(err, whatsapp.ErrMissingParameter) {
+		return false
+	}
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode >= 400 && apiErr.StatusCode < 500 {
+		return false
+	}
+	return true
+}
+
+// callbackDataFor resolves the biz_opaque_callback_data template for one
+// call. A value over Meta's 512 characters is not sent, rather than cut
+// (cut opaque data would be wrong data) or sent (Meta would refuse the
+// accept and the caller would hear nothing): the call is answered without
+// it and a warning says so.
+func (cfg callConfig) callbackDataFor(ev whatsapp.CallEvent, log *zap.Logger) string {
+	if cfg.callbackData == "" {
+		return ""
+	}
+	data := resolveCallbackData(caddy.NewReplacer(), cfg.callbackData, ev)
+	if n := utf8.RuneCountInString(data); n > maxCallbackData {
+		log.Warn("biz_opaque_callback_data not sent: over 512 characters after placeholders",
+			zap.Int("characters", n))
+		return ""
+	}
+	return data
+}
+
+// resolveCallbackData replaces the per-call placeholders of a
+// biz_opaque_callback_data template. Unknown placeholders are left as
+// they are; Provision has checked the template.
+func resolveCallbackData(repl *caddy.Replacer, tmpl string, ev whatsapp.CallEvent) string {
+	for k, v := range callVars(ev) {
+		repl.Set(k, v)
+	}
+	return repl.ReplaceKnown(tmpl, "")
+}
+
+// checkCallbackData resolves a biz_opaque_callback_data template with
+// sample call values, so that an unset {env.*} variable or an unknown
+// placeholder fails the config load, and so does a template over 512
+// characters before its per-call values are even in.
+func checkCallbackData(repl *caddy.Replacer, tmpl string) error {
+	if tmpl == "" {
+		return nil
+	}
+	for k, v := range callVars(sampleCall) {
+		repl.Set(k, v)
+	}
+	out, err := repl.ReplaceOrErr(tmpl, false, true)
+	if err != nil {
+		// Caddy's message names the placeholder, never a value.
+		return fmt.Errorf("biz_opaque_callback_data: %w", err)
+	}
+	if n := utf8.RuneCountInString(out); n > maxCallbackData {
+		return fmt.Errorf("biz_opaque_callback_data: %d characters with sample call values; Meta takes at most %d", n, maxCallbackData)
+	}
+	return nil
 }
 
 // reject sends reject toward Meta and logs the call's summary line.
@@ -388,11 +551,65 @@ type botTemplate struct {
 }
 
 // check resolves the template with sample call values, so that an unset
-// {env.*} variable or an unknown placeholder fails the config load.
+// {env.*} variable, an unknown placeholder or a bot_param whose name
+// clashes with a built-in field fails the config load.
 func (t botTemplate) check(repl *caddy.Replacer) error {
-	sample := whatsapp.CallEvent{PhoneNumberID: "1", Call: whatsapp.Call{ID: "wacid.x", From: "1", To: "1"}}
-	_, err := t.resolve(repl, sample, true)
+	if err := bot.CheckParams(t.protocol, t.params); err != nil {
+		return fmt.Errorf("bot_param: %w", err)
+	}
+	_, err := t.resolve(repl, sampleCall, true)
 	return err
+}
+
+// sampleCall has a value for every per-call placeholder, for the checks
+// that resolve templates at config load.
+var sampleCall = whatsapp.CallEvent{
+	PhoneNumberID: "1",
+	CallerName:    "n",
+	Contact: whatsapp.Contact{
+		Profile: whatsapp.Profile{Name: "n", Username: "u"},
+		UserID:  "US.1", ParentUserID: "US.ENT.1",
+	},
+	Call: whatsapp.Call{
+		ID: "wacid.x", From: "1", To: "1", FromUserID: "US.1", FromParentUserID: "US.ENT.1",
+		DeeplinkPayload: "d", CTAPayload: "c",
+	},
+}
+
+// callVars returns the per-call placeholders and their values. Values a
+// webhook did not carry are "".
+func callVars(ev whatsapp.CallEvent) map[string]string {
+	id := callerIdentity(ev)
+	return map[string]string{
+		"whatsapp.call_id":             ev.Call.ID,
+		"whatsapp.from":                ev.Call.From,
+		"whatsapp.from_user_id":        id.userID,
+		"whatsapp.from_parent_user_id": id.parentUserID,
+		"whatsapp.username":            id.username,
+		"whatsapp.caller_name":         ev.CallerName,
+		"whatsapp.to":                  ev.Call.To,
+		"whatsapp.phone_number_id":     ev.PhoneNumberID,
+		"whatsapp.deeplink_payload":    ev.Call.DeeplinkPayload,
+		"whatsapp.cta_payload":         ev.Call.CTAPayload,
+	}
+}
+
+// identity is who called, beyond the phone number.
+type identity struct {
+	userID, parentUserID, username string
+}
+
+// callerIdentity takes the caller's user ids from the call, else from the
+// caller's contact, and the username from the contact.
+func callerIdentity(ev whatsapp.CallEvent) identity {
+	id := identity{userID: ev.Call.FromUserID, parentUserID: ev.Call.FromParentUserID, username: ev.Contact.Profile.Username}
+	if id.userID == "" {
+		id.userID = ev.Contact.UserID
+	}
+	if id.parentUserID == "" {
+		id.parentUserID = ev.Contact.ParentUserID
+	}
+	return id
 }
 
 // config builds the bot configuration of one call.
@@ -406,12 +623,7 @@ func (t botTemplate) config(ev whatsapp.CallEvent, logger *zap.Logger) (bot.Conf
 }
 
 func (t botTemplate) resolve(repl *caddy.Replacer, ev whatsapp.CallEvent, strict bool) (bot.Config, error) {
-	vals := map[string]string{
-		"whatsapp.call_id":         ev.Call.ID,
-		"whatsapp.from":            ev.Call.From,
-		"whatsapp.to":              ev.Call.To,
-		"whatsapp.phone_number_id": ev.PhoneNumberID,
-	}
+	vals := callVars(ev)
 	replace := func(option, s string, escape bool) (string, error) {
 		for k, v := range vals {
 			if escape {
@@ -421,10 +633,11 @@ func (t botTemplate) resolve(repl *caddy.Replacer, ev whatsapp.CallEvent, strict
 		}
 		out, err := repl.ReplaceOrErr(s, false, true)
 		if err == nil && strict && s != "" && out == "" {
-			err = errors.New("empty")
+			err = errors.New("the value is empty")
 		}
 		if err != nil {
-			return "", fmt.Errorf("%s: a placeholder is unset or unknown (%w)", option, errRedacted)
+			// Caddy's message names the placeholder, never a value.
+			return "", fmt.Errorf("%s: %w", option, err)
 		}
 		return out, nil
 	}
@@ -455,21 +668,32 @@ func (t botTemplate) resolve(repl *caddy.Replacer, ev whatsapp.CallEvent, strict
 		params = append(params, bot.Param{Name: p.Name, Value: rv})
 	}
 	return bot.Config{
-		URL:        rawURL,
-		Header:     header,
-		Protocol:   t.protocol,
-		SampleRate: t.sampleRate,
-		Params:     params,
-		Call: bot.CallInfo{
-			CallID:        ev.Call.ID,
-			From:          ev.Call.From,
-			To:            ev.Call.To,
-			PhoneNumberID: ev.PhoneNumberID,
-			CallerName:    ev.CallerName,
-		},
+		URL:         rawURL,
+		Header:      header,
+		Protocol:    t.protocol,
+		SampleRate:  t.sampleRate,
+		Params:      params,
+		Call:        callInfo(ev),
 		DialTimeout: t.timeout,
 		SigningKey:  t.signingKey,
 	}, nil
+}
+
+// callInfo is what the bot is told about the call.
+func callInfo(ev whatsapp.CallEvent) bot.CallInfo {
+	id := callerIdentity(ev)
+	return bot.CallInfo{
+		CallID:           ev.Call.ID,
+		From:             ev.Call.From,
+		FromUserID:       id.userID,
+		FromParentUserID: id.parentUserID,
+		Username:         id.username,
+		To:               ev.Call.To,
+		PhoneNumberID:    ev.PhoneNumberID,
+		CallerName:       ev.CallerName,
+		DeeplinkPayload:  ev.Call.DeeplinkPayload,
+		CTAPayload:       ev.Call.CTAPayload,
+	}
 }
 
 func sortedParams(m map[string]string) []bot.Param {
@@ -481,30 +705,8 @@ func sortedParams(m map[string]string) []bot.Param {
 	return params
 }
 
-// udpMux holds one ICE UDP mux in the udpMuxes pool, so that a config
-// reload keeps the port bound.
-type udpMux struct{ ice.UDPMux }
-
-// Destruct closes the mux when its last config is cleaned up.
-func (m udpMux) Destruct() error { return m.Close() }
-
-func loadUDPMux(key string, port int, networks []netip.Prefix, logger *zap.Logger) (ice.UDPMux, error) {
-	v, _, err := udpMuxes.LoadOrNew(key, func() (caddy.Destructor, error) {
-		mux, err := media.NewUDPMux(port, networks, logger)
-		if err != nil {
-			return nil, err
-		}
-		return udpMux{mux}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(udpMux).UDPMux, nil
-}
-
 // Interface guards
 var (
 	_ caddy.Destructor = (*registry)(nil)
-	_ caddy.Destructor = udpMux{}
 	_ graphAPI         = (*whatsapp.Client)(nil)
 )

@@ -14,18 +14,11 @@
 package whatsappcalls
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/pion/ice/v4"
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
@@ -45,7 +38,9 @@ const (
 	DefaultMaxCalls      = 100
 	DefaultMaxBodySize   = 1 << 20
 	DefaultAnswerTimeout = 15 * time.Second
+	DefaultAcceptTimeout = 5 * time.Second
 	DefaultBotTimeout    = 3 * time.Second
+	DefaultMaxConnectAge = 60 * time.Second
 	DefaultSampleRate    = 16000
 )
 
@@ -56,13 +51,21 @@ const (
 // signed webhooks; each `connect` call event starts a call, each
 // `terminate` ends one. Other methods get 405.
 //
-// The bot URL, bot headers and bot parameters may use these placeholders,
-// resolved for each call:
+// The bot URL, bot headers, bot parameters and biz_opaque_callback_data
+// may use these placeholders, resolved for each call. A value the webhook
+// did not carry is empty: since 2026 a caller who has a WhatsApp username
+// may come without a phone number, identified by user ids instead.
 //
-//	{whatsapp.call_id}          the WhatsApp call id (wacid...)
-//	{whatsapp.from}             the caller's WhatsApp id (phone number)
-//	{whatsapp.to}               the business phone number called
-//	{whatsapp.phone_number_id}  the business phone number id
+//	{whatsapp.call_id}              the WhatsApp call id (wacid...)
+//	{whatsapp.from}                 the caller's WhatsApp id (phone number), if shared
+//	{whatsapp.from_user_id}         the caller's business-scoped user id (US.1349...)
+//	{whatsapp.from_parent_user_id}  the caller's portfolio-level user id, if any
+//	{whatsapp.username}             the caller's WhatsApp username, if any
+//	{whatsapp.caller_name}          the caller's profile name, if sent
+//	{whatsapp.to}                   the business phone number called
+//	{whatsapp.phone_number_id}      the business phone number id
+//	{whatsapp.deeplink_payload}     the payload of the call deep link tapped, if any
+//	{whatsapp.cta_payload}          the payload of the call button tapped, if any
 type Handler struct {
 	// The Meta app secret that signs every webhook (X-Hub-Signature-256).
 	// Required. Use a placeholder such as {env.WHATSAPP_APP_SECRET}; an
@@ -143,22 +146,48 @@ type Handler struct {
 	// the call is rejected. Default: 15s.
 	AnswerTimeout caddy.Duration `json:"answer_timeout,omitempty"`
 
+	// The budget for the accept request, which starts once media is
+	// connected (it is not what is left of answer_timeout). If accept
+	// fails with a Graph 4xx error the call is rejected; if it times out
+	// or fails otherwise, Meta may have accepted it, so it is terminated.
+	// Default: 5s.
+	AcceptTimeout caddy.Duration `json:"accept_timeout,omitempty"`
+
 	// The budget for dialing the bot, retries included; a bot that is
 	// down gets the call rejected. Default: 3s.
 	BotTimeout caddy.Duration `json:"bot_timeout,omitempty"`
+
+	// The oldest connect webhook answered, by its timestamp. Meta ends a
+	// call nobody answered within 30 to 60 seconds, so an older connect
+	// is a replayed webhook: it is acknowledged and ignored (logged at
+	// WARN), and never dials the bot. A timestamp further than this in the
+	// future (a host clock that is behind) is ignored too. Default: 60s.
+	MaxConnectAge caddy.Duration `json:"max_connect_age,omitempty"`
+
+	// Sent as biz_opaque_callback_data with each accept; Meta echoes it in
+	// the call's terminate webhook, which logs it at debug level (it may
+	// hold personal data). It may use the per-call {whatsapp.*}
+	// placeholders and {env.*}. Meta takes at most 512 characters: a
+	// longer template fails the config load, and a call whose value is
+	// longer after its placeholders is accepted without it (with a
+	// warning), since cut opaque data would be wrong data. Default: none.
+	BizOpaqueCallbackData string `json:"biz_opaque_callback_data,omitempty"`
 
 	appSecret    []byte
 	verifyToken  string
 	phoneNumbers map[string]struct{}
 	botTemplate  botTemplate
+	networks     []netip.Prefix
 
-	graph    *whatsapp.Client
-	engine   *media.Engine
-	muxKey   string
-	calls    *registry
-	metrics  *metrics
-	logger   *zap.Logger
-	webhooks *zap.Logger
+	graph     *whatsapp.Client
+	engineCfg media.EngineConfig // UDPMux is set when the app starts
+	callCfg   callConfig         // engine is set when the app starts
+	app       *App
+	holds     *handlerHolds
+	metrics   *metrics
+	logger    *zap.Logger
+	webhooks  *zap.Logger
+	rejects   *rejectLog
 }
 
 // ICEServer is a STUN or TURN server.
@@ -182,34 +211,44 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves secrets, applies defaults and builds the Graph API
-// client and the WebRTC engine. It does no network I/O beyond binding the
-// ICE UDP port, which is shared across config reloads.
+// Provision resolves placeholders, applies defaults, checks the result and
+// builds the Graph API client. It binds no socket and starts nothing, so
+// that `caddy validate` works beside a running Caddy and a reload that
+// fails changes nothing: it registers the handler with the whatsapp_calls
+// app, which acquires the UDP port, the media engine and the call registry
+// when the config starts (see App).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.webhooks = h.logger.Named("webhook")
+	h.rejects = newRejectLog(h.webhooks)
+	h.holds = new(handlerHolds)
 
-	repl := caddy.NewReplacer()
-	secret, err := resolveSecret(repl, "app_secret", h.AppSecret)
+	if err := h.resolvePlaceholders(); err != nil {
+		return err
+	}
+	secret, err := resolveSecret("app_secret", h.AppSecret)
 	if err != nil {
 		return err
 	}
 	h.appSecret = []byte(secret)
-	if h.verifyToken, err = resolveSecret(repl, "verify_token", h.VerifyToken); err != nil {
+	if h.verifyToken, err = resolveSecret("verify_token", h.VerifyToken); err != nil {
 		return err
 	}
-	accessToken, err := resolveSecret(repl, "access_token", h.AccessToken)
+	accessToken, err := resolveSecret("access_token", h.AccessToken)
 	if err != nil {
 		return err
 	}
 	signingKey := ""
 	if h.BotSigningKey != "" {
-		if signingKey, err = resolveSecret(repl, "bot_signing_key", h.BotSigningKey); err != nil {
+		if signingKey, err = resolveSecret("bot_signing_key", h.BotSigningKey); err != nil {
 			return err
 		}
 	}
 
 	h.applyDefaults()
+	if err := h.Validate(); err != nil {
+		return err
+	}
 
 	if len(h.PhoneNumberIDs) > 0 {
 		h.phoneNumbers = make(map[string]struct{}, len(h.PhoneNumberIDs))
@@ -218,20 +257,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	protocol, err := bot.ParseProtocol(h.BotProtocol)
-	if err != nil {
-		return fmt.Errorf("bot_protocol: %w", err)
-	}
 	h.botTemplate = botTemplate{
 		url:        h.Bot,
 		header:     h.BotHeaders,
 		params:     sortedParams(h.BotParams),
-		protocol:   protocol,
+		protocol:   bot.Protocol(h.BotProtocol),
 		sampleRate: h.BotSampleRate,
 		signingKey: signingKey,
 		timeout:    time.Duration(h.BotTimeout),
 	}
-	if err := h.botTemplate.check(repl); err != nil {
+	if err := h.botTemplate.check(caddy.NewReplacer()); err != nil {
+		return err
+	}
+	if err := checkCallbackData(caddy.NewReplacer(), h.BizOpaqueCallbackData); err != nil {
 		return err
 	}
 
@@ -242,45 +280,38 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:      h.logger.Named("graph"),
 	}
 
-	iceServers, err := h.iceServers(repl)
+	iceServers, err := h.iceServers()
 	if err != nil {
 		return err
 	}
-	networks, err := parseNetworks(h.ICENetworks)
-	if err != nil {
+	if h.networks, err = parseNetworks(h.ICENetworks); err != nil {
 		return err
 	}
-	var mux ice.UDPMux
-	if *h.UDPPort > 0 {
-		h.muxKey = fmt.Sprintf("whatsapp_calls/udp/%d", *h.UDPPort)
-		mux, err = loadUDPMux(h.muxKey, *h.UDPPort, networks, h.logger.Named("media"))
-		if err != nil {
-			h.muxKey = ""
-			return fmt.Errorf("udp_port %d: %w", *h.UDPPort, err)
-		}
-	}
-	h.engine, err = media.NewEngine(media.EngineConfig{
-		UDPMux:         mux,
+	h.engineCfg = media.EngineConfig{
 		PublicIPs:      h.PublicIPs,
 		ICEServers:     iceServers,
-		Networks:       networks,
+		Networks:       h.networks,
 		OpusComplexity: -1,
 		Logger:         h.logger.Named("media"),
-	})
-	if err != nil {
-		return fmt.Errorf("webrtc engine: %w", err)
 	}
-
 	h.metrics = loadMetrics(ctx.GetMetricsRegistry())
-	h.calls = loadRegistry(h.registryKey(), h.metrics)
-	h.calls.configure(callConfig{
+	h.callCfg = callConfig{
 		logger:        h.logger.Named("calls"),
 		graph:         h.graph,
-		engine:        h.engine,
 		bot:           h.botTemplate,
 		maxCalls:      h.MaxCalls,
 		answerTimeout: time.Duration(h.AnswerTimeout),
-	})
+		acceptTimeout: time.Duration(h.AcceptTimeout),
+		maxConnectAge: time.Duration(h.MaxConnectAge),
+		callbackData:  h.BizOpaqueCallbackData,
+	}
+
+	app, err := ctx.App(appID)
+	if err != nil {
+		return err
+	}
+	h.app = app.(*App)
+	h.app.register(h)
 	return nil
 }
 
@@ -314,177 +345,28 @@ func (h *Handler) applyDefaults() {
 	if h.AnswerTimeout == 0 {
 		h.AnswerTimeout = caddy.Duration(DefaultAnswerTimeout)
 	}
+	if h.AcceptTimeout == 0 {
+		h.AcceptTimeout = caddy.Duration(DefaultAcceptTimeout)
+	}
 	if h.BotTimeout == 0 {
 		h.BotTimeout = caddy.Duration(DefaultBotTimeout)
 	}
+	if h.MaxConnectAge == 0 {
+		h.MaxConnectAge = caddy.Duration(DefaultMaxConnectAge)
+	}
 }
 
-// Validate checks the configuration. It makes no network calls.
+// Validate checks the configuration. It makes no network calls. The rules
+// live in validate.go, which the Caddyfile parser uses too.
 func (h *Handler) Validate() error {
-	for _, req := range []struct{ name, value string }{
-		{"app_secret", h.AppSecret},
-		{"verify_token", h.VerifyToken},
-		{"access_token", h.AccessToken},
-		{"bot", h.Bot},
-	} {
-		if req.value == "" {
-			return fmt.Errorf("%s is required", req.name)
-		}
-	}
-	if err := checkBotURL(h.Bot); err != nil {
-		return fmt.Errorf("bot: %w", err)
-	}
-	if err := checkSampleRate(h.BotProtocol, h.BotSampleRate); err != nil {
-		return err
-	}
-	if err := checkGraphURL(h.GraphURL); err != nil {
-		return fmt.Errorf("graph_url: %w", err)
-	}
-	if h.UDPPort != nil && (*h.UDPPort < 0 || *h.UDPPort > 65535) {
-		return fmt.Errorf("udp_port %d out of range 0-65535", *h.UDPPort)
-	}
-	for _, ip := range h.PublicIPs {
-		if _, err := netip.ParseAddr(ip); err != nil {
-			return fmt.Errorf("public_ip %q: not an IP address", ip)
-		}
-	}
-	if h.MaxCalls < 0 {
-		return fmt.Errorf("max_calls must be positive")
-	}
-	if h.MaxBodySize < 0 {
-		return fmt.Errorf("max_body_size must be positive")
-	}
-	if h.AnswerTimeout < 0 || h.BotTimeout < 0 {
-		return fmt.Errorf("answer_timeout and bot_timeout must be positive")
-	}
-	return nil
+	return h.check()
 }
 
-// Cleanup releases this handler's hold on the live calls and the UDP port.
-// On a config reload the new handler holds them too, so calls go on; on a
-// real stop the last holder terminates every live call toward Meta and
-// tells every bot. Cleanup is safe after a partial Provision.
+// Cleanup releases this handler's hold on the live calls and the UDP port,
+// if the app's Stop has not already (see App). Cleanup is safe after a
+// partial Provision.
 func (h *Handler) Cleanup() error {
-	var errs []error
-	lastUser := true
-	if h.calls != nil {
-		deleted, err := registries.Delete(h.registryKey())
-		if err != nil {
-			errs = append(errs, err)
-		}
-		lastUser = deleted
-	}
-	// On a reload the engine's live sessions belong to the registry, which
-	// the new config holds: they must go on, so the engine is left to the
-	// garbage collector. On a real stop the registry has ended them all.
-	if h.engine != nil && lastUser {
-		if err := h.engine.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if h.muxKey != "" {
-		if _, err := udpMuxes.Delete(h.muxKey); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// registryKey names the call registry shared by this handler's successive
-// configs. Handlers that answer the same phone numbers with the same
-// credentials share one registry, so a reload hands live calls over.
-func (h *Handler) registryKey() string {
-	ids := append([]string(nil), h.PhoneNumberIDs...)
-	sort.Strings(ids)
-	return "whatsapp_calls/calls/" + strings.Join(ids, ",")
-}
-
-func (h *Handler) iceServers(repl *caddy.Replacer) ([]webrtc.ICEServer, error) {
-	servers := make([]webrtc.ICEServer, 0, len(h.ICEServers))
-	for _, s := range h.ICEServers {
-		cred, err := repl.ReplaceOrErr(s.Credential, true, true)
-		if err != nil && s.Credential != "" {
-			return nil, fmt.Errorf("ice_server credential: %w", err)
-		}
-		servers = append(servers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: cred})
-	}
-	return servers, nil
-}
-
-// resolveSecret resolves the placeholders of a secret option. An unset or
-// empty value is an error that names the option, never the value.
-func resolveSecret(repl *caddy.Replacer, option, value string) (string, error) {
-	if value == "" {
-		return "", fmt.Errorf("%s is required", option)
-	}
-	v, err := repl.ReplaceOrErr(value, true, true)
-	if err != nil {
-		return "", fmt.Errorf("%s: a placeholder is unset or unknown (%w)", option, errRedacted)
-	}
-	if v == "" {
-		return "", fmt.Errorf("%s is empty", option)
-	}
-	return v, nil
-}
-
-// errRedacted stands in for a Replacer error, whose text could echo part of
-// a secret's value.
-var errRedacted = errors.New("value not shown")
-
-func checkBotURL(raw string) error {
-	scheme, _, ok := strings.Cut(raw, "://")
-	if !ok {
-		return fmt.Errorf("%q is not a ws:// or wss:// URL", raw)
-	}
-	switch strings.ToLower(scheme) {
-	case "ws", "wss":
-	default:
-		if !strings.Contains(scheme, "{") {
-			return fmt.Errorf("scheme %q is not ws or wss", scheme)
-		}
-	}
-	return nil
-}
-
-func checkGraphURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", raw)
-	}
-	return nil
-}
-
-func checkSampleRate(protocol string, rate int) error {
-	switch protocol {
-	case "", string(bot.Twilio):
-		if rate != 0 && rate != 8000 {
-			return fmt.Errorf("bot_sample_rate %d: the twilio dialect is 8000 only", rate)
-		}
-	case string(bot.Vonage):
-		switch rate {
-		case 0, 8000, 16000, 24000:
-		default:
-			return fmt.Errorf("bot_sample_rate %d: must be 8000, 16000 or 24000", rate)
-		}
-	default:
-		return fmt.Errorf("bot_protocol %q: must be twilio or vonage", protocol)
-	}
-	return nil
-}
-
-func parseNetworks(cidrs []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
-		if err != nil {
-			return nil, fmt.Errorf("ice_networks %q: %w", c, err)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
+	return h.stop()
 }
 
 // Interface guards

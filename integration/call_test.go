@@ -206,7 +206,14 @@ type testCall struct {
 
 func signedPost(t *testing.T, url string, body []byte) {
 	t.Helper()
-	if got := post(t, url, body, map[string]string{"X-Hub-Signature-256": whatsapp.Sign([]byte(testSecret), body)}); got != http.StatusOK {
+	signedPostAs(t, url, testSecret, body)
+}
+
+// signedPostAs posts a webhook signed with the app secret of another Meta
+// app than the tests' usual one.
+func signedPostAs(t *testing.T, url, secret string, body []byte) {
+	t.Helper()
+	if got := post(t, url, body, map[string]string{"X-Hub-Signature-256": whatsapp.Sign([]byte(secret), body)}); got != http.StatusOK {
 		t.Fatalf("POST webhook = %d; want 200", got)
 	}
 }
@@ -219,7 +226,8 @@ func connectWebhook(callID, sdp string) []byte {
 			Metadata:         whatsapp.Metadata{DisplayPhoneNumber: "15550001111", PhoneNumberID: testPhone},
 			Contacts:         []whatsapp.Contact{{Profile: whatsapp.Profile{Name: "Jane"}, WaID: "15551234567"}},
 			Calls: []whatsapp.Call{{ID: callID, From: "15551234567", To: "15550001111", Event: "connect", Direction: "USER_INITIATED",
-				Session: &whatsapp.Session{SDPType: "offer", SDP: sdp}}},
+				Timestamp: whatsapp.Time(time.Now().Unix()),
+				Session:   &whatsapp.Session{SDPType: "offer", SDP: sdp}}},
 		},
 	}}}}}
 	body, _ := json.Marshal(v)
@@ -237,13 +245,20 @@ func terminateWebhook(callID string) []byte {
 // pre_accept answer, and waits for accept with the same SDP.
 func placeCall(t *testing.T, webhookURL string, graph *fakeGraph, callID string) *testCall {
 	t.Helper()
+	return placeCallAs(t, webhookURL, testSecret, graph, callID)
+}
+
+// placeCallAs is placeCall for a handler of the Meta app whose app secret
+// is secret.
+func placeCallAs(t *testing.T, webhookURL, secret string, graph *fakeGraph, callID string) *testCall {
+	t.Helper()
 	audio := newCallerAudio(t)
-	c, err := caller.New(caller.Config{Lite: true, OnAudio: audio.onAudio})
+	c, err := caller.New(caller.Config{OnAudio: audio.onAudio})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	signedPost(t, webhookURL, connectWebhook(callID, c.Offer()))
+	signedPostAs(t, webhookURL, secret, connectWebhook(callID, c.Offer()))
 
 	pre := graph.wait(t, 10*time.Second)
 	if pre.Body["action"] != "pre_accept" || pre.Body["call_id"] != callID {
@@ -270,23 +285,15 @@ func placeCall(t *testing.T, webhookURL string, graph *fakeGraph, callID string)
 	return &testCall{id: callID, answer: answer, caller: c, audio: audio}
 }
 
-// speak sends d of a tone from the caller, paced in real time.
+// speak sends d of a tone from the caller, paced in real time, encoded as
+// WhatsApp sends it (16 kHz, 20 kbit/s; see caller.Encoder).
 func speak(t *testing.T, c *caller.Caller, freq float64, d time.Duration) {
 	t.Helper()
-	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkt := make([]byte, 1500)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for i := range int(d / (20 * time.Millisecond)) {
-		pcm := tone.Sine(nil, 48000, freq, 10000, i*960, 960)
-		n, err := enc.EncodeInt16(pcm, pkt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.SendOpus(pkt[:n]); err != nil {
+		pcm := tone.Sine(nil, caller.MetaSampleRate, freq, 10000, i*caller.MetaFrameSamples, caller.MetaFrameSamples)
+		if err := c.SendPCM(pcm); err != nil {
 			t.Fatal(err)
 		}
 		<-tick.C
@@ -296,18 +303,10 @@ func speak(t *testing.T, c *caller.Caller, freq float64, d time.Duration) {
 // speakUntil sends a tone from the caller at the real pace until stop is
 // closed. It reports nothing: the receiving side's checks tell.
 func speakUntil(c *caller.Caller, freq float64, stop <-chan struct{}) {
-	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
-	if err != nil {
-		return
-	}
-	pkt := make([]byte, 1500)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for i := 0; ; i++ {
-		n, err := enc.EncodeInt16(tone.Sine(nil, 48000, freq, 10000, i*960, 960), pkt)
-		if err == nil {
-			_ = c.SendOpus(pkt[:n])
-		}
+		_ = c.SendPCM(tone.Sine(nil, caller.MetaSampleRate, freq, 10000, i*caller.MetaFrameSamples, caller.MetaFrameSamples))
 		select {
 		case <-stop:
 			return
@@ -454,7 +453,7 @@ func TestCallRejected(t *testing.T) {
 	const webhook = "http://localhost:9080/webhook"
 
 	t.Run("ICE never connects", func(t *testing.T) {
-		c, err := caller.New(caller.Config{Lite: true})
+		c, err := caller.New(caller.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -475,7 +474,7 @@ func TestCallRejected(t *testing.T) {
 	})
 
 	t.Run("duplicate connect makes one call", func(t *testing.T) {
-		c, err := caller.New(caller.Config{Lite: true})
+		c, err := caller.New(caller.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -40,10 +40,15 @@ const faultWebhook = "http://localhost:9080/webhook"
 type graphFault int
 
 const (
-	graphOK    graphFault = iota
-	graphError            // HTTP 500 with a Graph error body
-	graphHang             // no answer until the client gives up
+	graphOK     graphFault = iota
+	graphError             // HTTP 500 with a Graph error body
+	graphHang              // no answer until the client gives up
+	graphRefuse            // HTTP 400 with a Graph error body: refused, not done
+	graphSlow              // success, but only after slowGraphDelay
 )
+
+// slowGraphDelay is how long a graphSlow action takes to succeed.
+const slowGraphDelay = 1500 * time.Millisecond
 
 // faultGraph is a Graph API that answers chosen call actions with an error
 // or not at all, and records every request. Its record never blocks.
@@ -51,14 +56,15 @@ type faultGraph struct {
 	*httptest.Server
 	notify chan graphAction // every action, in arrival order
 
-	mu      sync.Mutex
-	faults  map[string]graphFault
-	release chan struct{} // closing it ends the current hangs
+	mu       sync.Mutex
+	faults   map[string]graphFault
+	release  chan struct{}        // closing it ends the current hangs
+	answered map[string]time.Time // "action call_id" → when its answer was written
 }
 
 func newFaultGraph(t *testing.T) *faultGraph {
 	t.Helper()
-	g := &faultGraph{notify: make(chan graphAction, 4096), faults: map[string]graphFault{}, release: make(chan struct{})}
+	g := &faultGraph{notify: make(chan graphAction, 4096), faults: map[string]graphFault{}, release: make(chan struct{}), answered: map[string]time.Time{}}
 	g.Server = httptest.NewServer(http.HandlerFunc(g.serve))
 	t.Cleanup(func() {
 		g.releaseHangs()
@@ -94,9 +100,37 @@ func (g *faultGraph) serve(w http.ResponseWriter, r *http.Request) {
 	case graphError:
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, `{"error":{"message":"(#131000) Something went wrong","type":"OAuthException","code":131000,"fbtrace_id":"AfaultTEST"}}`)
+	case graphRefuse:
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":{"message":"(#138000) Call not found","type":"OAuthException","code":138000,"fbtrace_id":"ArefuseTEST"}}`)
+	case graphSlow:
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(slowGraphDelay):
+		}
+		g.markAnswered(action, body)
+		io.WriteString(w, `{"success":true}`)
 	default:
+		g.markAnswered(action, body)
 		io.WriteString(w, `{"success":true}`)
 	}
+}
+
+// markAnswered records when the success answer of an action was written.
+func (g *faultGraph) markAnswered(action string, body map[string]any) {
+	id, _ := body["call_id"].(string)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.answered[action+" "+id] = time.Now()
+}
+
+// answeredAt returns when the success answer of action for callID was
+// written, or the zero time.
+func (g *faultGraph) answeredAt(action, callID string) time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.answered[action+" "+callID]
 }
 
 // set makes action answer with fault from now on; graphOK clears it.
@@ -238,10 +272,11 @@ func waitActive(t *testing.T, want float64) {
 	}
 }
 
-// newLiteCaller returns a WhatsApp-like caller closed at cleanup.
+// newLiteCaller returns a Meta-faithful caller (ICE-lite, Meta's offer; see
+// internal/caller) closed at cleanup.
 func newLiteCaller(t *testing.T, onAudio *callerAudio) *caller.Caller {
 	t.Helper()
-	cfg := caller.Config{Lite: true}
+	cfg := caller.Config{}
 	if onAudio != nil {
 		cfg.OnAudio = onAudio.onAudio
 	}
@@ -288,8 +323,9 @@ func TestFaultGraph(t *testing.T) {
 	bot := newWSBot(t)
 	logPath := filepath.Join(t.TempDir(), "caddy.log")
 	const answerTimeout = 1500 * time.Millisecond
+	const acceptTimeout = time.Second
 	tester := caddytest.NewTester(t)
-	tester.InitServer(faultConfig(graph.URL, bot.wsURL(), logPath, "fault-graph", "answer_timeout 1500ms\nbot_timeout 1s"), "caddyfile")
+	tester.InitServer(faultConfig(graph.URL, bot.wsURL(), logPath, "fault-graph", "answer_timeout 1500ms\naccept_timeout 1s\nbot_timeout 1s"), "caddyfile")
 	active := activeCalls(t)
 	defer waitActive(t, active)
 
@@ -298,7 +334,11 @@ func TestFaultGraph(t *testing.T) {
 	rejected := func(t *testing.T, id string, within time.Duration) {
 		t.Helper()
 		graph.expect(t, "reject", id, within)
-		bot.conn(t, id).waitDone(t, 3*time.Second)
+		bc := bot.conn(t, id)
+		bc.waitDone(t, 3*time.Second)
+		if evs := bc.events(); len(evs) == 0 || evs[len(evs)-1] != "stop" {
+			t.Errorf("bot's events = %v; want stop last: the bot must learn the call ended", evs)
+		}
 		graph.quiet(t, 300*time.Millisecond)
 	}
 
@@ -330,10 +370,24 @@ func TestFaultGraph(t *testing.T) {
 		}
 	})
 
-	t.Run("accept error rejects and closes the media", func(t *testing.T) {
+	// ended checks that the call ends with terminate toward Meta (the call
+	// may already be accepted) and its bot connection closed, and nothing
+	// more: no reject.
+	ended := func(t *testing.T, id string, within time.Duration) {
+		t.Helper()
+		graph.expect(t, "terminate", id, within)
+		bc := bot.conn(t, id)
+		bc.waitDone(t, 3*time.Second)
+		if evs := bc.events(); len(evs) == 0 || evs[len(evs)-1] != "stop" {
+			t.Errorf("bot's events = %v; want stop last: the bot must learn the call ended", evs)
+		}
+		graph.quiet(t, 300*time.Millisecond)
+	}
+
+	t.Run("accept refused with a 4xx rejects and closes the media", func(t *testing.T) {
 		defer graph.reset()
-		graph.set("accept", graphError)
-		id := "wacid.fault-accept-500"
+		graph.set("accept", graphRefuse)
+		id := "wacid.fault-accept-400"
 		c := newLiteCaller(t, nil)
 		signedPost(t, faultWebhook, connectWebhook(id, c.Offer()))
 		answerCall(t, c, graph.expect(t, "pre_accept", id, 5*time.Second))
@@ -344,20 +398,44 @@ func TestFaultGraph(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Error("the caller's media is still up after the call was rejected")
 		}
+		e := waitLog(t, logPath, "call ended", id)
+		if e != nil && (e["result"] != "rejected" || e["reason"] != "graph_accept") {
+			t.Errorf("call ended log = %v; want result rejected, reason graph_accept", e)
+		}
 	})
 
-	t.Run("accept hang is cut at answer_timeout", func(t *testing.T) {
+	t.Run("accept 5xx terminates: Meta may have accepted", func(t *testing.T) {
+		defer graph.reset()
+		graph.set("accept", graphError)
+		id := "wacid.fault-accept-500"
+		c := newLiteCaller(t, nil)
+		signedPost(t, faultWebhook, connectWebhook(id, c.Offer()))
+		answerCall(t, c, graph.expect(t, "pre_accept", id, 5*time.Second))
+		graph.expect(t, "accept", id, 5*time.Second)
+		ended(t, id, 3*time.Second)
+		select {
+		case <-c.Failed():
+		case <-time.After(5 * time.Second):
+			t.Error("the caller's media is still up after the call was terminated")
+		}
+		e := waitLog(t, logPath, "call ended", id)
+		if e != nil && (e["result"] != "failed" || e["reason"] != "graph_accept") {
+			t.Errorf("call ended log = %v; want result failed, reason graph_accept", e)
+		}
+	})
+
+	t.Run("accept hang is cut at accept_timeout and terminated", func(t *testing.T) {
 		defer graph.reset()
 		graph.set("accept", graphHang)
 		id := "wacid.fault-accept-hang"
 		c := newLiteCaller(t, nil)
-		start := time.Now()
 		signedPost(t, faultWebhook, connectWebhook(id, c.Offer()))
 		answerCall(t, c, graph.expect(t, "pre_accept", id, 5*time.Second))
 		graph.expect(t, "accept", id, 5*time.Second)
-		rejected(t, id, answerTimeout+3*time.Second)
-		if el := time.Since(start); el < answerTimeout-100*time.Millisecond {
-			t.Errorf("rejected %v after connect; want after answer_timeout (%v)", el, answerTimeout)
+		sent := time.Now()
+		ended(t, id, acceptTimeout+3*time.Second)
+		if el := time.Since(sent); el < acceptTimeout-100*time.Millisecond {
+			t.Errorf("terminated %v after accept was sent; want after accept_timeout (%v)", el, acceptTimeout)
 		}
 	})
 

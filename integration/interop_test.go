@@ -26,12 +26,12 @@ type nodeBot struct {
 	stdin io.WriteCloser
 
 	mu     sync.Mutex
-	events []botEvent
+	events []nodeEvent
 	wake   chan struct{}
 }
 
-// botEvent is one line the node bot reported.
-type botEvent struct {
+// nodeEvent is one line the node bot reported.
+type nodeEvent struct {
 	Event      string         `json:"event"`
 	At         int64          `json:"at"` // wall clock, ms since the Unix epoch
 	Type       string         `json:"type"`
@@ -43,7 +43,7 @@ type botEvent struct {
 	Format     map[string]any `json:"mediaFormat"`
 }
 
-func (e botEvent) time() time.Time { return time.UnixMilli(e.At) }
+func (e nodeEvent) time() time.Time { return time.UnixMilli(e.At) }
 
 // startNodeBot runs the node bot, or skips the test when Node or the
 // folder's node_modules are missing (.ci/run installs them with npm ci).
@@ -81,7 +81,7 @@ func startNodeBot(t *testing.T) *nodeBot {
 		defer close(read)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			var e botEvent
+			var e nodeEvent
 			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 				continue
 			}
@@ -117,13 +117,13 @@ func startNodeBot(t *testing.T) *nodeBot {
 			b.mu.Unlock()
 		}
 	})
-	b.port = b.wait(t, "the node bot listening", 15*time.Second, func(e botEvent) bool { return e.Event == "listening" }).Port
+	b.port = b.wait(t, "the node bot listening", 15*time.Second, func(e nodeEvent) bool { return e.Event == "listening" }).Port
 	return b
 }
 
 // wait returns the first event (from the start) that match accepts; match
 // runs with b.mu held.
-func (b *nodeBot) wait(t *testing.T, what string, timeout time.Duration, match func(botEvent) bool) botEvent {
+func (b *nodeBot) wait(t *testing.T, what string, timeout time.Duration, match func(nodeEvent) bool) nodeEvent {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -145,7 +145,7 @@ func (b *nodeBot) wait(t *testing.T, what string, timeout time.Duration, match f
 }
 
 // waitCount waits until at least n events match.
-func (b *nodeBot) waitCount(t *testing.T, what string, timeout time.Duration, match func(botEvent) bool, n int) {
+func (b *nodeBot) waitCount(t *testing.T, what string, timeout time.Duration, match func(nodeEvent) bool, n int) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for b.count(match) < n {
@@ -157,7 +157,7 @@ func (b *nodeBot) waitCount(t *testing.T, what string, timeout time.Duration, ma
 }
 
 // count returns how many events match.
-func (b *nodeBot) count(match func(botEvent) bool) int {
+func (b *nodeBot) count(match func(nodeEvent) bool) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := 0
@@ -176,8 +176,8 @@ func (b *nodeBot) send(t *testing.T, line string) {
 	}
 }
 
-func is(event, typ string) func(botEvent) bool {
-	return func(e botEvent) bool { return e.Event == event && (typ == "" || e.Type == typ) }
+func is(event, typ string) func(nodeEvent) bool {
+	return func(e nodeEvent) bool { return e.Event == event && (typ == "" || e.Type == typ) }
 }
 
 // TestInteropOpenAIAgentsTwilio runs a real third-party bot, the OpenAI
@@ -211,7 +211,7 @@ func TestInteropOpenAIAgentsTwilio(t *testing.T) {
 	if f := start.Format; f["encoding"] != "audio/x-mulaw" || f["sampleRate"] != float64(8000) || f["channels"] != float64(1) {
 		t.Errorf("start.mediaFormat = %v; want the SDK's exact mu-law 8000 1", f)
 	}
-	if e := bot.wait(t, "the SDK connected", 10*time.Second, func(e botEvent) bool {
+	if e := bot.wait(t, "the SDK connected", 10*time.Second, func(e nodeEvent) bool {
 		return e.Event == "sdk_connected" || e.Event == "sdk_error"
 	}); e.Event == "sdk_error" {
 		t.Fatalf("the SDK failed: %s", e.Error)

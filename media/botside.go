@@ -66,7 +66,9 @@ func (s *Session) readBot() {
 // GoodbyeLimit; Close or a media failure cut it short.
 func (s *Session) goodbye(why error) {
 	s.botGone.Store(true)
-	if s.playout.Buffered() == 0 {
+	if s.playout.Buffered() == 0 || !s.gate.open.Load() {
+		// Nothing queued, or playout has not started (the call is not
+		// accepted yet): nobody is waiting to hear it.
 		s.end(why)
 		return
 	}

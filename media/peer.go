@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -143,43 +142,4 @@ func (s *Session) drainRTCP() {
 			return
 		}
 	}
-}
-
-// sdpHasOpus reports whether sdp has an active audio section with Opus.
-func sdpHasOpus(sdp string) bool {
-	inAudio := false
-	for line := range strings.Lines(sdp) {
-		line = strings.TrimRight(line, "\r\n")
-		switch {
-		case strings.HasPrefix(line, "m="):
-			inAudio = strings.HasPrefix(line, "m=audio ") && !strings.HasPrefix(line, "m=audio 0 ")
-		case inAudio && strings.HasPrefix(line, "a=rtpmap:"):
-			if _, enc, ok := strings.Cut(line, " "); ok && strings.HasPrefix(strings.ToLower(enc), "opus/48000") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// onlySHA256Fingerprints removes every a=fingerprint line that is not
-// sha-256: WhatsApp accepts only sha-256. It fails if none is left.
-func onlySHA256Fingerprints(sdp string) (string, error) {
-	var b strings.Builder
-	b.Grow(len(sdp))
-	found := false
-	for line := range strings.Lines(sdp) {
-		if v, ok := strings.CutPrefix(line, "a=fingerprint:"); ok {
-			alg, _, _ := strings.Cut(v, " ")
-			if !strings.EqualFold(alg, "sha-256") {
-				continue
-			}
-			found = true
-		}
-		b.WriteString(line)
-	}
-	if !found {
-		return "", errors.New("answer has no sha-256 fingerprint")
-	}
-	return b.String(), nil
 }

@@ -118,7 +118,7 @@ func (s *Session) sendLoop() {
 			}
 		}
 		for range send {
-			payload, marks := s.out.next(due[:0])
+			payload, marks := s.nextPayload(due[:0])
 			due = marks
 			if err := s.track.WriteRTP(clock.packet(payload)); err != nil {
 				if ce := s.logger.Check(zapcore.DebugLevel, "write rtp"); ce != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
@@ -32,6 +33,10 @@ type SessionConfig struct {
 	// with ErrBotFailed wrapping ErrPlayoutOverflow. Zero means
 	// DefaultPlayoutLimit.
 	PlayoutLimit int
+	// HoldPlayout keeps the bot's audio from the caller until StartPlayout:
+	// the caller hears silence meanwhile, and the bot's audio and marks
+	// wait in the playout buffer. Default: the bot is heard at once.
+	HoldPlayout bool
 }
 
 // Hooks are optional callbacks a Session makes from its own goroutines. They
@@ -105,6 +110,7 @@ type Session struct {
 	// reader pushes packets, deliverLoop ticks).
 	callerMu sync.Mutex
 	caller   *callerPath
+	gate     playoutGate
 
 	ready     chan struct{} // closed once NewSession has finished building s
 	stateCh   chan struct{} // size 1: a PeerConnection state change is pending; coalesced
@@ -169,6 +175,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		connected:    make(chan struct{}),
 		done:         make(chan struct{}),
 	}
+	s.gate.init(cfg.HoldPlayout)
 
 	type dialResult struct {
 		conn *bot.Conn
@@ -197,7 +204,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	if err == nil {
 		s.bot = res.conn
 		s.botDial = res.took
-		err = s.setupAudio()
+		answer, err = s.setupAudio(cfg.Offer, answer)
 	}
 	if err != nil {
 		if res.conn != nil {
@@ -225,23 +232,49 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	return s, nil
 }
 
-// setupAudio builds the codecs and buffers at the bot's sample rate.
-func (s *Session) setupAudio() error {
+// setupAudio builds the codecs and buffers at the bot's sample rate, with
+// the limits the offer sets on our encoder, and returns the answer with our
+// own Opus fmtp in place of the offer's that pion echoed.
+func (s *Session) setupAudio(offer, answer string) (string, error) {
 	s.rate = s.bot.SampleRate()
 	s.frame = s.bot.FrameSamples()
-	enc, err := NewOpusEncoder(s.rate, s.engine.complexityFor(s.rate))
+	// The offer's maxaveragebitrate and maxplaybackrate bound the encoder;
+	// ptime/maxptime 20 are what we send anyway (20 ms packets). Its
+	// useinbandfec=1 says the caller's decoder could use FEC, but gopus's
+	// FEC encoder allocates 14 KB in five allocations per frame and costs
+	// 25-50 % more encode time (BenchmarkOpusEncodeFEC), so it stays off
+	// (see NewOpusEncoder). usedtx=1 is not followed either: during bot
+	// silence we send the 3-byte silence frame every 20 ms, which costs
+	// about what DTX saves and keeps media flowing, since WhatsApp ends a
+	// call that goes without media.
+	want, _ := parseOpusOffer(offer) // setupPeer checked that Opus is in common
+	ecfg := encoderConfig{
+		rate:            s.rate,
+		complexity:      s.engine.complexityFor(s.rate),
+		maxBitrate:      want.maxAverageBitrate,
+		maxPlaybackRate: want.maxPlaybackRate,
+	}
+	enc, err := newOpusEncoder(ecfg)
 	if err != nil {
-		return err
+		return "", err
 	}
 	dec, err := NewOpusDecoder(s.rate)
 	if err != nil {
-		return err
+		return "", err
+	}
+	bw := ecfg.bandwidth()
+	answer, err = setOpusFmtp(answer, answerOpusFmtp(s.rate, bandwidthRate(bw)))
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadOffer, err)
 	}
 	s.playout = NewPlayout[bot.Mark](s.frame, s.playoutLimit/2)
 	s.playout.SetStartLead(StartLead)
-	s.out = newOutbound(enc, s.playout)
+	s.out = newOutbound(enc, s.playout, silenceFrame(bw))
 	s.caller = newCallerPath(dec, s.rate, s.bot, s.forwardDTMF)
-	return nil
+	if ce := s.logger.Check(zapcore.DebugLevel, "opus encoder"); ce != nil {
+		ce.Write(zap.Int("bitrate", ecfg.bitrate()), zap.Int("max_bandwidth_hz", bandwidthRate(bw)/2))
+	}
+	return answer, nil
 }
 
 // Answer returns the local SDP answer: Opus, telephone-event if offered,

@@ -85,28 +85,45 @@ type Metadata struct {
 	PhoneNumberID string `json:"phone_number_id,omitempty"`
 }
 
-// Contact describes a WhatsApp user.
+// Contact describes a WhatsApp user. Since 2026 a user who has a username
+// may come without WaID, identified by UserID instead.
 type Contact struct {
 	// Profile holds the user's profile.
 	Profile Profile `json:"profile,omitzero"`
-	// WaID is the user's WhatsApp ID (their number without "+").
+	// WaID is the user's WhatsApp ID (their number without "+"), if shared.
 	WaID string `json:"wa_id,omitempty"`
+	// UserID is the user's business-scoped user id (BSUID, "US.1349..."),
+	// stable for this business.
+	UserID string `json:"user_id,omitempty"`
+	// ParentUserID is the business-scoped user id at the level of the
+	// business portfolio, when the business has one.
+	ParentUserID string `json:"parent_user_id,omitempty"`
 }
 
 // Profile is a WhatsApp user's profile.
 type Profile struct {
 	// Name is the user's profile name.
 	Name string `json:"name,omitempty"`
+	// Username is the user's WhatsApp username, if they have one.
+	Username string `json:"username,omitempty"`
 }
 
 // Call is one call event.
 type Call struct {
 	// ID is the WhatsApp call ID ("wacid....").
 	ID string `json:"id,omitempty"`
-	// From is the calling party's number.
+	// From is the calling party's number. Since 2026 it may be absent
+	// when the caller has a username; FromUserID is then set.
 	From string `json:"from,omitempty"`
+	// FromUserID is the calling party's business-scoped user id (BSUID).
+	FromUserID string `json:"from_user_id,omitempty"`
+	// FromParentUserID is the calling party's portfolio-level user id.
+	FromParentUserID string `json:"from_parent_user_id,omitempty"`
 	// To is the called party's number.
 	To string `json:"to,omitempty"`
+	// ToUserID is the called party's business-scoped user id, in
+	// business-initiated calls to a user without a shared number.
+	ToUserID string `json:"to_user_id,omitempty"`
 	// Event is EventConnect or EventTerminate (compare with IsConnect or
 	// IsTerminate, which ignore case).
 	Event string `json:"event,omitempty"`
@@ -124,8 +141,19 @@ type Call struct {
 	EndTime Time `json:"end_time,omitempty"`
 	// Duration is how long a terminated call was connected.
 	Duration Seconds `json:"duration,omitempty"`
-	// Session carries the SDP offer of a connect event.
+	// Session carries the SDP of a connect event: the caller's offer in a
+	// user-initiated call, the user's answer in a business-initiated one.
 	Session *Session `json:"session,omitempty"`
+	// Connection carries the SDP in older connect payloads
+	// (connection.webrtc.sdp), which held the answer to a
+	// business-initiated call.
+	Connection *Connection `json:"connection,omitempty"`
+	// DeeplinkPayload is the payload of the call deep link the user
+	// tapped, if any.
+	DeeplinkPayload string `json:"deeplink_payload,omitempty"`
+	// CTAPayload is the payload of the call-to-action button the user
+	// tapped, if any.
+	CTAPayload string `json:"cta_payload,omitempty"`
 	// Errors are errors reported inside the call object.
 	Errors []ErrorInfo `json:"errors,omitempty"`
 	// BizOpaqueCallbackData echoes what the business passed to Accept or
@@ -153,6 +181,35 @@ func (c *Call) IsConnect() bool { return strings.EqualFold(c.Event, EventConnect
 
 // IsTerminate reports whether the event is EventTerminate, ignoring case.
 func (c *Call) IsTerminate() bool { return strings.EqualFold(c.Event, EventTerminate) }
+
+// IsAnswer reports whether a connect event carries the answer to a call the
+// business placed, rather than a caller's offer: its direction is
+// BUSINESS_INITIATED, its session's sdp_type is "answer", or it has only
+// the older connection.webrtc.sdp (ignoring case). Such a connect must
+// never be pre-accepted or rejected.
+func (c *Call) IsAnswer() bool {
+	switch {
+	case strings.EqualFold(c.Direction, DirectionBusinessInitiated):
+		return true
+	case c.Session != nil && strings.EqualFold(c.Session.SDPType, sdpTypeAnswer):
+		return true
+	case c.Session == nil && c.Connection != nil && c.Connection.WebRTC != nil:
+		return true
+	}
+	return false
+}
+
+// Connection is the connection object of older connect payloads.
+type Connection struct {
+	// WebRTC holds the SDP.
+	WebRTC *WebRTC `json:"webrtc,omitempty"`
+}
+
+// WebRTC is the webrtc object of a Connection.
+type WebRTC struct {
+	// SDP is the session description. It is sensitive: do not log it.
+	SDP string `json:"sdp,omitempty"`
+}
 
 // Session is an SDP carried by a call event or sent with a call action.
 type Session struct {
@@ -228,6 +285,8 @@ type Status struct {
 	Timestamp Time `json:"timestamp,omitempty"`
 	// Errors are errors reported with the status.
 	Errors []ErrorInfo `json:"errors,omitempty"`
+	// BizOpaqueCallbackData echoes what the business passed to Connect.
+	BizOpaqueCallbackData string `json:"biz_opaque_callback_data,omitempty"`
 }
 
 // UnmarshalJSON decodes a status, accepting a status value given as a
@@ -301,9 +360,13 @@ type CallEvent struct {
 	PhoneNumberID string
 	// DisplayPhoneNumber is the business number as displayed (metadata).
 	DisplayPhoneNumber string
-	// CallerName is the profile name of the contact whose wa_id is
-	// Call.From (else Call.To, else the first contact), or "".
+	// CallerName is the profile name of the caller's contact (see
+	// Contact), or "".
 	CallerName string
+	// Contact is the caller's contact: the one whose wa_id is Call.From or
+	// whose user_id is Call.FromUserID, else the one matching Call.To or
+	// Call.ToUserID, else the first; zero if there is none.
+	Contact Contact
 	// Call is the call event itself.
 	Call Call
 	// Errors are the change's value-level errors followed by the call's
@@ -350,6 +413,26 @@ func ParseWebhook(body []byte) (*Webhook, error) {
 	return &w, nil
 }
 
+// CallStatuses returns every status of type "call" (ignoring case) of every
+// change of every entry, in order: the progress of business-initiated calls.
+// A nil Webhook has none.
+func (w *Webhook) CallStatuses() []Status {
+	if w == nil {
+		return nil
+	}
+	var out []Status
+	for _, entry := range w.Entry {
+		for _, change := range entry.Changes {
+			for _, st := range change.Value.Statuses {
+				if strings.EqualFold(st.Type, "call") {
+					out = append(out, st)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // CallEvents returns every call of every change of every entry, in order.
 // Calls are taken from changes whose field is "calls" and, to be tolerant,
 // from any other change that carries them. A nil Webhook has none.
@@ -362,10 +445,12 @@ func (w *Webhook) CallEvents() []CallEvent {
 		for _, change := range entry.Changes {
 			v := &change.Value
 			for _, c := range v.Calls {
+				contact := findContact(v.Contacts, &c)
 				ev := CallEvent{
 					PhoneNumberID:      v.Metadata.PhoneNumberID,
 					DisplayPhoneNumber: v.Metadata.DisplayPhoneNumber,
-					CallerName:         contactName(v.Contacts, c.From, c.To),
+					CallerName:         contact.Profile.Name,
+					Contact:            contact,
 					Call:               c,
 				}
 				if n := len(v.Errors) + len(c.Errors); n > 0 {
@@ -380,23 +465,20 @@ func (w *Webhook) CallEvents() []CallEvent {
 	return events
 }
 
-// contactName returns the profile name of the contact whose wa_id is from,
-// else to, else of the first contact.
-func contactName(contacts []Contact, from, to string) string {
+// findContact returns the contact of the call's calling party, matched by
+// wa_id or user_id, else of the called party, else the first contact.
+func findContact(contacts []Contact, c *Call) Contact {
 	if len(contacts) == 0 {
-		return ""
+		return Contact{}
 	}
-	for _, id := range [...]string{from, to} {
-		if id == "" {
-			continue
-		}
-		for _, c := range contacts {
-			if c.WaID == id {
-				return c.Profile.Name
+	for _, party := range [...][2]string{{c.From, c.FromUserID}, {c.To, c.ToUserID}} {
+		for _, ct := range contacts {
+			if (party[0] != "" && ct.WaID == party[0]) || (party[1] != "" && ct.UserID == party[1]) {
+				return ct
 			}
 		}
 	}
-	return contacts[0].Profile.Name
+	return contacts[0]
 }
 
 // lenientString decodes a JSON string, a list of strings (joined with ","),

@@ -60,6 +60,45 @@ const multiPayload = `{"object":"whatsapp_business_account","x_unknown":{"a":[1,
     {"field":"calls","value":{"metadata":{"phone_number_id":"P3"},"contacts":[{"profile":{"name":"Cy"},"wa_id":"15551234567"}],
       "calls":[{"id":"wacid.D","from":"333","to":"15551234567","event":"terminate","direction":"BUSINESS_INITIATED","status":"REJECTED","timestamp":1749196999}]}}]}]}`
 
+// usernamePayload is a user-initiated connect from a user who has a
+// username and shares no phone number (PROTOCOLS.md "Users without phone
+// numbers"): no from or wa_id, business-scoped user ids instead, and the
+// payload of the call button the user tapped.
+const usernamePayload = `{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"calls","value":{
+  "messaging_product":"whatsapp",
+  "metadata":{"display_phone_number":"15550001111","phone_number_id":"106540352242922"},
+  "contacts":[{"profile":{"name":"Other"},"user_id":"US.999"},
+              {"profile":{"name":"Jane","username":"jane.doe"},"user_id":"US.13491208655302741918","parent_user_id":"US.ENT.11815799212886844830"}],
+  "calls":[{"id":"wacid.NOPHONE","from_user_id":"US.13491208655302741918","from_parent_user_id":"US.ENT.11815799212886844830",
+            "to":"15550001111","event":"connect","timestamp":"1749196895","direction":"USER_INITIATED",
+            "deeplink_payload":"spring-sale","cta_payload":"btn-42",
+            "session":{"sdp_type":"offer","sdp":"v=0\r\n"}}]}}]}]}`
+
+// answerPayload is the connect webhook that carries the user's SDP answer
+// to a business-initiated call.
+const answerPayload = `{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"calls","value":{
+  "messaging_product":"whatsapp",
+  "metadata":{"display_phone_number":"15550001111","phone_number_id":"106540352242922"},
+  "calls":[{"id":"wacid.OUT1","to":"15551234567","from":"15550001111","event":"connect","timestamp":"1749197001",
+            "direction":"BUSINESS_INITIATED","session":{"sdp_type":"answer","sdp":"v=0\r\n"}}]}}]}]}`
+
+// legacyAnswerPayload is an older connect webhook of a business-initiated
+// call, with the answer in connection.webrtc.sdp and no direction.
+const legacyAnswerPayload = `{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"calls","value":{
+  "metadata":{"phone_number_id":"106540352242922"},
+  "calls":[{"id":"wacid.OUT2","to":"15551234567","event":"connect","timestamp":"1749197001",
+            "connection":{"webrtc":{"sdp":"v=0\r\n"}}}]}}]}]}`
+
+// terminateArrayPayload is a terminate whose status is a list, with an
+// error that has no href and the business's callback data echoed back.
+const terminateArrayPayload = `{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"calls","value":{
+  "messaging_product":"whatsapp",
+  "metadata":{"display_phone_number":"15550001111","phone_number_id":"106540352242922"},
+  "calls":[{"id":"wacid.NOPHONE","from_user_id":"US.13491208655302741918","to":"15550001111","event":"terminate",
+            "timestamp":"1749196920","direction":"USER_INITIATED","status":["FAILED"],
+            "biz_opaque_callback_data":"crm=77"}],
+  "errors":[{"code":138021,"message":"No media for a long time.","error_data":{"details":"no media"}}]}}]}]}`
+
 const connectSDP = "v=0\r\no=- 4611 2 IN IP4 157.240.0.1\r\ns=-\r\nt=0 0\r\na=ice-lite\r\na=group:BUNDLE 0\r\n" +
 	"m=audio 3480 UDP/TLS/RTP/SAVPF 111 126\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n" +
 	"a=rtpmap:126 telephone-event/8000\r\na=setup:actpass\r\na=fingerprint:sha-256 AA:BB\r\n"
@@ -77,6 +116,7 @@ func TestCallEvents(t *testing.T) {
 				PhoneNumberID:      "106540352242922",
 				DisplayPhoneNumber: "15550001111",
 				CallerName:         "Jane",
+				Contact:            Contact{Profile: Profile{Name: "Jane"}, WaID: "15551234567"},
 				Call: Call{
 					ID: "wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QTdF", From: "15551234567", To: "15550001111",
 					Event: EventConnect, Direction: DirectionUserInitiated, Timestamp: 1749196895,
@@ -116,11 +156,13 @@ func TestCallEvents(t *testing.T) {
 			want: []CallEvent{
 				{
 					PhoneNumberID: "P1", DisplayPhoneNumber: "111", CallerName: "Bob",
-					Call: Call{ID: "wacid.A", From: "200", To: "111", Event: "connect", Direction: DirectionUserInitiated},
+					Contact: Contact{Profile: Profile{Name: "Bob"}, WaID: "200"},
+					Call:    Call{ID: "wacid.A", From: "200", To: "111", Event: "connect", Direction: DirectionUserInitiated},
 				},
 				{
 					PhoneNumberID: "P1", DisplayPhoneNumber: "111", CallerName: "Ann",
-					Call: Call{ID: "wacid.B", From: "300", To: "111", Event: "CONNECT", Direction: DirectionUserInitiated},
+					Contact: Contact{Profile: Profile{Name: "Ann"}, WaID: "100"},
+					Call:    Call{ID: "wacid.B", From: "300", To: "111", Event: "CONNECT", Direction: DirectionUserInitiated},
 				},
 				{
 					PhoneNumberID: "P2",
@@ -129,10 +171,58 @@ func TestCallEvents(t *testing.T) {
 				},
 				{
 					PhoneNumberID: "P3", CallerName: "Cy",
+					Contact: Contact{Profile: Profile{Name: "Cy"}, WaID: "15551234567"},
 					Call: Call{ID: "wacid.D", From: "333", To: "15551234567", Event: "terminate",
 						Direction: DirectionBusinessInitiated, Status: "REJECTED", Timestamp: 1749196999},
 				},
 			},
+		},
+		{
+			name: "caller without a phone number",
+			give: usernamePayload,
+			want: []CallEvent{{
+				PhoneNumberID:      "106540352242922",
+				DisplayPhoneNumber: "15550001111",
+				CallerName:         "Jane",
+				Contact: Contact{Profile: Profile{Name: "Jane", Username: "jane.doe"},
+					UserID: "US.13491208655302741918", ParentUserID: "US.ENT.11815799212886844830"},
+				Call: Call{
+					ID: "wacid.NOPHONE", FromUserID: "US.13491208655302741918", FromParentUserID: "US.ENT.11815799212886844830",
+					To: "15550001111", Event: EventConnect, Direction: DirectionUserInitiated, Timestamp: 1749196895,
+					DeeplinkPayload: "spring-sale", CTAPayload: "btn-42",
+					Session: &Session{SDPType: "offer", SDP: "v=0\r\n"},
+				},
+			}},
+		},
+		{
+			name: "answer to a business-initiated call",
+			give: answerPayload,
+			want: []CallEvent{{
+				PhoneNumberID: "106540352242922", DisplayPhoneNumber: "15550001111",
+				Call: Call{ID: "wacid.OUT1", From: "15550001111", To: "15551234567", Event: EventConnect,
+					Direction: DirectionBusinessInitiated, Timestamp: 1749197001,
+					Session: &Session{SDPType: "answer", SDP: "v=0\r\n"}},
+			}},
+		},
+		{
+			name: "older answer in connection.webrtc",
+			give: legacyAnswerPayload,
+			want: []CallEvent{{
+				PhoneNumberID: "106540352242922",
+				Call: Call{ID: "wacid.OUT2", To: "15551234567", Event: EventConnect, Timestamp: 1749197001,
+					Connection: &Connection{WebRTC: &WebRTC{SDP: "v=0\r\n"}}},
+			}},
+		},
+		{
+			name: "terminate with a status list and an error without href",
+			give: terminateArrayPayload,
+			want: []CallEvent{{
+				PhoneNumberID: "106540352242922", DisplayPhoneNumber: "15550001111",
+				Call: Call{ID: "wacid.NOPHONE", FromUserID: "US.13491208655302741918", To: "15550001111",
+					Event: EventTerminate, Direction: DirectionUserInitiated, Status: "FAILED", Timestamp: 1749196920,
+					BizOpaqueCallbackData: "crm=77"},
+				Errors: []ErrorInfo{{Code: 138021, Message: "No media for a long time.", ErrorData: json.RawMessage(`{"details":"no media"}`)}},
+			}},
 		},
 		{name: "statuses only", give: statusPayload},
 		{name: "messages field", give: messagesPayload},
@@ -178,6 +268,23 @@ func TestParseWebhookStatuses(t *testing.T) {
 	}
 	if got := w.Entry[0].Changes[0].Value.Statuses; !reflect.DeepEqual(got, want) {
 		t.Errorf("Statuses = %#v; want %#v", got, want)
+	}
+}
+
+func TestCallStatuses(t *testing.T) {
+	w, err := ParseWebhook([]byte(statusPayload))
+	if err != nil {
+		t.Fatalf("ParseWebhook() = %v; want nil", err)
+	}
+	if got := w.CallStatuses(); len(got) != 2 || got[0].Status != "RINGING" || got[1].Status != "REJECTED" {
+		t.Errorf("CallStatuses() = %+v; want RINGING then REJECTED", got)
+	}
+	msg, err := ParseWebhook([]byte(`{"entry":[{"changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.X","status":"read"}]}}]}]}`))
+	if err != nil {
+		t.Fatalf("ParseWebhook() = %v; want nil", err)
+	}
+	if got := msg.CallStatuses(); len(got) != 0 {
+		t.Errorf("CallStatuses() of a message status = %+v; want none", got)
 	}
 }
 
@@ -393,10 +500,35 @@ func TestCallEventKind(t *testing.T) {
 	}
 }
 
+func TestCallIsAnswer(t *testing.T) {
+	tests := []struct {
+		name string
+		give Call
+		want bool
+	}{
+		{"user-initiated offer", Call{Direction: DirectionUserInitiated, Session: &Session{SDPType: "offer"}}, false},
+		{"offer without direction", Call{Session: &Session{SDPType: "offer"}}, false},
+		{"no session at all", Call{}, false},
+		{"business-initiated answer", Call{Direction: DirectionBusinessInitiated, Session: &Session{SDPType: "answer"}}, true},
+		{"business-initiated, lower case", Call{Direction: "business_initiated"}, true},
+		{"answer without direction", Call{Session: &Session{SDPType: "ANSWER"}}, true},
+		{"older connection.webrtc", Call{Connection: &Connection{WebRTC: &WebRTC{SDP: "v=0"}}}, true},
+		{"session beside an empty connection", Call{Session: &Session{SDPType: "offer"}, Connection: &Connection{}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.give.IsAnswer(); got != tt.want {
+				t.Errorf("%+v.IsAnswer() = %v; want %v", tt.give, got, tt.want)
+			}
+		})
+	}
+}
+
 // TestWebhookRoundTrip checks that a marshalled Webhook (as a simulator
 // would build one) parses back to the same value.
 func TestWebhookRoundTrip(t *testing.T) {
-	for _, payload := range []string{connectPayload, terminatePayload, statusPayload, multiPayload} {
+	for _, payload := range []string{connectPayload, terminatePayload, statusPayload, multiPayload,
+		usernamePayload, answerPayload, legacyAnswerPayload, terminateArrayPayload} {
 		w, err := ParseWebhook([]byte(payload))
 		if err != nil {
 			t.Fatalf("ParseWebhook() = %v; want nil", err)

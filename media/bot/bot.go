@@ -71,8 +71,15 @@ type CallInfo struct {
 	// CallID is the WhatsApp call id (wacid...). The Twilio dialect derives
 	// its streamSid and callSid from it.
 	CallID string
-	// From is the caller's WhatsApp number (wa_id).
+	// From is the caller's WhatsApp number (wa_id). Since 2026 it may be
+	// empty for a caller who has a username; FromUserID is then set.
 	From string
+	// FromUserID is the caller's business-scoped user id (BSUID), if sent.
+	FromUserID string
+	// FromParentUserID is the caller's portfolio-level user id, if sent.
+	FromParentUserID string
+	// Username is the caller's WhatsApp username, if they have one.
+	Username string
 	// To is the business's display phone number.
 	To string
 	// PhoneNumberID is the business phone number id. The Twilio dialect
@@ -80,6 +87,12 @@ type CallInfo struct {
 	PhoneNumberID string
 	// CallerName is the caller's WhatsApp profile name, if known.
 	CallerName string
+	// DeeplinkPayload is the payload of the call deep link the caller
+	// tapped, if any.
+	DeeplinkPayload string
+	// CTAPayload is the payload of the call button the caller tapped, if
+	// any.
+	CTAPayload string
 }
 
 // Defaults applied by Dial to zero Config fields.

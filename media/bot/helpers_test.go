@@ -272,6 +272,19 @@ func readEventErr(t testing.TB, c *Conn) error {
 }
 
 // testCall is the CallInfo used across tests.
+// usernameCall is a call from a user who shares no phone number.
+var usernameCall = CallInfo{
+	CallID:           "wacid.NOPHONE",
+	To:               "15550001111",
+	PhoneNumberID:    "106540352242922",
+	CallerName:       "Jane",
+	FromUserID:       "US.1349",
+	FromParentUserID: "US.ENT.1181",
+	Username:         "jane.doe",
+	DeeplinkPayload:  "spring",
+	CTAPayload:       "btn-42",
+}
+
 var testCall = CallInfo{
 	CallID:        "wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI",
 	From:          "15551234567",

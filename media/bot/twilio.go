@@ -17,8 +17,9 @@ import (
 
 const twilioSampleRate = 8000
 
-// twilioBuiltinParams are the customParameters every start message carries.
-var twilioBuiltinParams = []string{"from_number", "to_number", "whatsapp_call_id", "phone_number_id", "caller_name"}
+// twilioBuiltinParams are the customParameters a start message may carry
+// before the configured ones.
+var twilioBuiltinParams = append([]string{"from_number", "to_number", "whatsapp_call_id", "phone_number_id"}, identityParamNames...)
 
 // twilioSID returns a stable, Twilio-shaped id: prefix followed by 32
 // lowercase hex digits of SHA-256 over a kind-specific label and value.
@@ -71,8 +72,8 @@ func (t *twilio) opening() []outMessage {
 	b = appendJSONField(b, false, "to_number", t.call.To)
 	b = appendJSONField(b, false, "whatsapp_call_id", t.call.CallID)
 	b = appendJSONField(b, false, "phone_number_id", t.call.PhoneNumberID)
-	if t.call.CallerName != "" {
-		b = appendJSONField(b, false, "caller_name", t.call.CallerName)
+	for _, p := range t.call.identityParams() {
+		b = appendJSONField(b, false, p.Name, p.Value)
 	}
 	for _, p := range t.params {
 		b = appendJSONField(b, false, p.Name, p.Value)

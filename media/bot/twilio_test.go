@@ -74,6 +74,14 @@ func TestTwilioOpening(t *testing.T) {
 				`"caller_name":"Jane \"JJ\" Doe","tenant":"acme","lang":"fr","empty":""`,
 		},
 		{
+			name: "caller without a phone number",
+			call: usernameCall,
+			wantParams: `"from_number":"","to_number":"15550001111",` +
+				`"whatsapp_call_id":"wacid.NOPHONE","phone_number_id":"106540352242922","caller_name":"Jane",` +
+				`"from_user_id":"US.1349","from_parent_user_id":"US.ENT.1181","username":"jane.doe",` +
+				`"deeplink_payload":"spring","cta_payload":"btn-42"`,
+		},
+		{
 			name: "empty caller name omitted",
 			call: CallInfo{CallID: "wacid.1", From: "1", To: "2", PhoneNumberID: "3"},
 			wantParams: `"from_number":"1","to_number":"2",` +

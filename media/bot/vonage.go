@@ -15,9 +15,9 @@ import (
 
 const vonageDefaultSampleRate = 16000
 
-// vonageBuiltinParams are the fields every websocket:connected message
-// carries.
-var vonageBuiltinParams = []string{"event", "content-type", "from", "to", "whatsapp_call_id"}
+// vonageBuiltinParams are the fields a websocket:connected message may carry
+// before the configured ones.
+var vonageBuiltinParams = append([]string{"event", "content-type", "from", "to", "whatsapp_call_id"}, identityParamNames...)
 
 // vonage speaks Vonage's binary L16 dialect.
 type vonage struct {
@@ -46,6 +46,9 @@ func (v *vonage) opening() []outMessage {
 	b = appendJSONField(b, false, "from", v.call.From)
 	b = appendJSONField(b, false, "to", v.call.To)
 	b = appendJSONField(b, false, "whatsapp_call_id", v.call.CallID)
+	for _, p := range v.call.identityParams() {
+		b = appendJSONField(b, false, p.Name, p.Value)
+	}
 	for _, p := range v.params {
 		b = appendJSONField(b, false, p.Name, p.Value)
 	}

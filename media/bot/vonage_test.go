@@ -14,6 +14,7 @@ func TestVonageOpening(t *testing.T) {
 	tests := []struct {
 		name      string
 		rate      int
+		call      *CallInfo
 		params    []Param
 		wantRate  int
 		wantFirst string
@@ -21,23 +22,34 @@ func TestVonageOpening(t *testing.T) {
 		{
 			name: "default rate", rate: 0, wantRate: 16000,
 			wantFirst: `{"event":"websocket:connected","content-type":"audio/l16;rate=16000","from":"15551234567",` +
-				`"to":"15550001111","whatsapp_call_id":"wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI"}`,
+				`"to":"15550001111","whatsapp_call_id":"wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI","caller_name":"Jane \"JJ\" Doe"}`,
 		},
 		{
 			name: "8 kHz with params", rate: 8000, wantRate: 8000, params: []Param{{"tenant", "acme"}, {"x-lang", "fr\n"}},
 			wantFirst: `{"event":"websocket:connected","content-type":"audio/l16;rate=8000","from":"15551234567",` +
-				`"to":"15550001111","whatsapp_call_id":"wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI","tenant":"acme","x-lang":"fr\n"}`,
+				`"to":"15550001111","whatsapp_call_id":"wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI","caller_name":"Jane \"JJ\" Doe","tenant":"acme","x-lang":"fr\n"}`,
+		},
+		{
+			name: "caller without a phone number", rate: 16000, wantRate: 16000, call: &usernameCall,
+			wantFirst: `{"event":"websocket:connected","content-type":"audio/l16;rate=16000","from":"",` +
+				`"to":"15550001111","whatsapp_call_id":"wacid.NOPHONE","caller_name":"Jane",` +
+				`"from_user_id":"US.1349","from_parent_user_id":"US.ENT.1181","username":"jane.doe",` +
+				`"deeplink_payload":"spring","cta_payload":"btn-42"}`,
 		},
 		{
 			name: "24 kHz", rate: 24000, wantRate: 24000,
 			wantFirst: `{"event":"websocket:connected","content-type":"audio/l16;rate=24000","from":"15551234567",` +
-				`"to":"15550001111","whatsapp_call_id":"wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI"}`,
+				`"to":"15550001111","whatsapp_call_id":"wacid.HBgLMTU1NTEyMzQ1NjcVAgARGBI","caller_name":"Jane \"JJ\" Doe"}`,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			bot := newBot(t)
-			c := dial(t, Config{URL: bot.url("/"), Protocol: Vonage, SampleRate: tt.rate, Call: testCall, Params: tt.params})
+			call := testCall
+			if tt.call != nil {
+				call = *tt.call
+			}
+			c := dial(t, Config{URL: bot.url("/"), Protocol: Vonage, SampleRate: tt.rate, Call: call, Params: tt.params})
 			p := bot.accept(t)
 			p.startReading()
 			if got := p.nextText(t); got != tt.wantFirst {
