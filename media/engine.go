@@ -91,7 +91,8 @@ type EngineConfig struct {
 // with our codecs, interceptors and ICE settings. It is safe for concurrent
 // use. Create sessions with NewSession.
 type Engine struct {
-	api        *webrtc.API
+	api        *webrtc.API // Opus calls
+	pcmuAPI    *webrtc.API // PCMU passthrough calls
 	iceServers []webrtc.ICEServer
 	grace      time.Duration
 	complexity int
@@ -140,7 +141,53 @@ func newEngine(cfg EngineConfig, opts engineOptions) (*Engine, error) {
 		}
 	}
 
-	me, err := newMediaEngine()
+	se, err := newSettingEngine(cfg, opts, logger)
+	if err != nil {
+		return nil, err
+	}
+	api, err := newAPI(opusCodec, opusPayloadType, se)
+	if err != nil {
+		return nil, err
+	}
+	pcmuAPI, err := newAPI(pcmuCodec, pcmuPayloadType, se)
+	if err != nil {
+		return nil, err
+	}
+	return &Engine{
+		api:        api,
+		pcmuAPI:    pcmuAPI,
+		iceServers: cfg.ICEServers,
+		grace:      grace,
+		complexity: cfg.OpusComplexity,
+		logger:     logger,
+		sessions:   make(map[*Session]struct{}),
+	}, nil
+}
+
+// telephoneEventCodecs are RFC 4733 key presses at both clocks.
+var telephoneEventCodecs = []webrtc.RTPCodecParameters{
+	{
+		RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: mimeTypeTelephoneEvent, ClockRate: 8000, SDPFmtpLine: telephoneEventFmtp,
+		},
+		PayloadType: telephoneEvent8kPT,
+	},
+	{
+		RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: mimeTypeTelephoneEvent, ClockRate: 48000, SDPFmtpLine: telephoneEventFmtp,
+		},
+		PayloadType: telephoneEvent48kPT,
+	},
+}
+
+// newAPI builds a pion API whose one audio codec is audio (on payload type
+// pt unless the offer says otherwise), with our interceptors and settings.
+// An Engine has one per codec rather than one with both: pion answers with
+// every codec in common, so an offer with Opus and PCMU (WhatsApp's with
+// additional_codecs, a browser's) would get both in the answer and the
+// caller could send either.
+func newAPI(audio webrtc.RTPCodecCapability, pt webrtc.PayloadType, se webrtc.SettingEngine) (*webrtc.API, error) {
+	me, err := newMediaEngine(audio, pt)
 	if err != nil {
 		return nil, err
 	}
@@ -151,47 +198,23 @@ func newEngine(cfg EngineConfig, opts engineOptions) (*Engine, error) {
 	if err := webrtc.ConfigureStatsInterceptor(reg); err != nil {
 		return nil, fmt.Errorf("stats interceptor: %w", err)
 	}
-	se, err := newSettingEngine(cfg, opts, logger)
-	if err != nil {
-		return nil, err
-	}
-	api := webrtc.NewAPI(
+	return webrtc.NewAPI(
 		webrtc.WithMediaEngine(me),
 		webrtc.WithInterceptorRegistry(reg),
 		webrtc.WithSettingEngine(se),
-	)
-	return &Engine{
-		api:        api,
-		iceServers: cfg.ICEServers,
-		grace:      grace,
-		complexity: cfg.OpusComplexity,
-		logger:     logger,
-		sessions:   make(map[*Session]struct{}),
-	}, nil
+	), nil
 }
 
-// newMediaEngine registers Opus and both telephone-event clocks, so that a
-// browser's offer (telephone-event/48000 and /8000) and WhatsApp's offer
-// (/8000) both match. telephone-event's fmtp ("0-15") never conflicts with
-// an offer's: pion reads an event list as a parameter name without value,
-// so "0-15" against "0-16" or no fmtp at all is still an exact match.
-func newMediaEngine() (*webrtc.MediaEngine, error) {
+// newMediaEngine registers one audio codec and both telephone-event
+// clocks, so that a browser's offer (telephone-event/48000 and /8000) and
+// WhatsApp's offer (/8000) both match. telephone-event's fmtp ("0-15")
+// never conflicts with an offer's: pion reads an event list as a parameter
+// name without value, so "0-15" against "0-16" or no fmtp at all is still
+// an exact match. Opus and PCMU are registered without fmtp (see opusCodec
+// and pcmuCodec), so that any offer's is an exact match.
+func newMediaEngine(audio webrtc.RTPCodecCapability, pt webrtc.PayloadType) (*webrtc.MediaEngine, error) {
 	me := &webrtc.MediaEngine{}
-	codecs := []webrtc.RTPCodecParameters{
-		{RTPCodecCapability: opusCodec, PayloadType: opusPayloadType},
-		{
-			RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: mimeTypeTelephoneEvent, ClockRate: 8000, SDPFmtpLine: telephoneEventFmtp,
-			},
-			PayloadType: telephoneEvent8kPT,
-		},
-		{
-			RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: mimeTypeTelephoneEvent, ClockRate: 48000, SDPFmtpLine: telephoneEventFmtp,
-			},
-			PayloadType: telephoneEvent48kPT,
-		},
-	}
+	codecs := append([]webrtc.RTPCodecParameters{{RTPCodecCapability: audio, PayloadType: pt}}, telephoneEventCodecs...)
 	for _, c := range codecs {
 		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
 			return nil, fmt.Errorf("register codec %s/%d: %w", c.MimeType, c.ClockRate, err)

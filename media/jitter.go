@@ -154,10 +154,10 @@ type callerPath struct {
 	lost  uint64
 }
 
-func newCallerPath(dec Decoder, rate int, b botAudio, dtmf func([]DTMFEvent) error) *callerPath {
+func newCallerPath(dec Decoder, rate, clock int, b botAudio, dtmf func([]DTMFEvent) error) *callerPath {
 	fifo := &frameFIFO{}
 	return &callerPath{
-		in:   newInbound(dec, rate, fifo),
+		in:   newInbound(dec, rate, clock, fifo),
 		fifo: fifo,
 		bot:  b,
 		raw:  make([]byte, 0, maxRTPPacket),
@@ -181,7 +181,7 @@ func (c *callerPath) tick(ctx context.Context, now time.Time, flush bool) error 
 			continue
 		}
 		switch h.kind {
-		case payloadOpus:
+		case payloadOpus, payloadPCMU:
 			if err := c.in.opus(ctx, &c.pkt, lost > 0); err != nil {
 				return err
 			}

@@ -42,7 +42,7 @@ func runPath(t *testing.T, pkts []rtp.Packet, arrivals []arrival, ticks int) (*t
 		t.Fatal(err)
 	}
 	sink := &tickSink{}
-	cp := newCallerPath(dec, 8000, sink, nil)
+	cp := newCallerPath(dec, 8000, RTPClockRate, sink, nil)
 	t0 := time.Unix(1000, 0)
 	next := 0
 	for k := range ticks {

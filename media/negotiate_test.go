@@ -128,8 +128,8 @@ var negotiationOffers = []struct {
 		opusPT: 109, tePT: 101},
 }
 
-// TestNegotiateOffers answers each offer with a real Session and checks the
-// answer: Opus on the offer's payload type with our own fmtp,
+// TestNegotiateOffers answers each offer with a real Session (codec opus)
+// and checks the answer: Opus on the offer's payload type with our own fmtp,
 // telephone-event/8000 when offered, no other codec, sha-256 fingerprints
 // only, a=setup:active. Remote candidates are dropped (the offers name
 // Meta's public servers), so nothing leaves loopback.
@@ -140,13 +140,58 @@ func TestNegotiateOffers(t *testing.T) {
 	for _, tt := range negotiationOffers {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testContext(t)
-			s, err := e.NewSession(ctx, SessionConfig{CallID: "wacid.NEG", Offer: tt.offer, Bot: tb.config()})
+			s, err := e.NewSession(ctx, SessionConfig{CallID: "wacid.NEG", Offer: tt.offer, Bot: tb.config(), Codec: CodecOpus})
 			if err != nil {
 				t.Fatalf("NewSession(%s) error %v; want an answer", tt.name, err)
 			}
 			defer s.Close()
 			checkAnswer(t, s.Answer(), tt.opusPT, tt.tePT, tt.te48PT, 8000)
 		})
+	}
+}
+
+// TestNegotiatePCMUOffers answers each offer that carries PCMU with the
+// default codec (auto) and a twilio bot: the answer holds PCMU on payload
+// type 0, telephone-event on the offer's payload types, and nothing else.
+func TestNegotiatePCMUOffers(t *testing.T) {
+	leakCheck(t)
+	e := newTestEngineOpts(t, nil, engineOptions{remoteIPFilter: net.IP.IsLoopback})
+	tb := newTestBot(t, bot.Twilio, 8000)
+	n := 0
+	for _, tt := range negotiationOffers {
+		if !strings.Contains(tt.offer, " PCMU/8000\r\n") {
+			continue
+		}
+		n++
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := e.NewSession(testContext(t), SessionConfig{CallID: "wacid.NEGPCMU", Offer: tt.offer, Bot: tb.config()})
+			if err != nil {
+				t.Fatalf("NewSession(%s) error %v; want an answer", tt.name, err)
+			}
+			defer s.Close()
+			var rtpmaps []string
+			for _, line := range audioSection(s.Answer()) {
+				if v, ok := strings.CutPrefix(line, "a=rtpmap:"); ok {
+					rtpmaps = append(rtpmaps, strings.ToLower(v))
+				}
+			}
+			want := []string{"0 pcmu/8000"}
+			if tt.te48PT != 0 {
+				want = append(want, fmt.Sprintf("%d telephone-event/48000", tt.te48PT))
+			}
+			if tt.tePT != 0 {
+				want = append(want, fmt.Sprintf("%d telephone-event/8000", tt.tePT))
+			}
+			if strings.Join(rtpmaps, ", ") != strings.Join(want, ", ") {
+				t.Errorf("answer codecs = %q; want %q\n%s", rtpmaps, want, s.Answer())
+			}
+			if !strings.Contains(s.Answer(), "\r\na=setup:active\r\n") {
+				t.Errorf("answer lacks a=setup:active:\n%s", s.Answer())
+			}
+		})
+	}
+	if n < 3 {
+		t.Fatalf("%d offers carry PCMU; want the Meta and browser ones", n)
 	}
 }
 

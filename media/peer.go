@@ -14,9 +14,14 @@ import (
 // The caller side of a Session: the PeerConnection, its state and its SDP.
 
 // setupPeer builds the PeerConnection, applies the offer and returns the
-// complete answer.
-func (s *Session) setupPeer(ctx context.Context, offer string) (string, error) {
-	pc, err := s.engine.api.NewPeerConnection(webrtc.Configuration{
+// complete answer, whose one audio codec is PCMU if pcmu is set and Opus
+// otherwise (telephone-event besides, if offered).
+func (s *Session) setupPeer(ctx context.Context, offer string, pcmu bool) (string, error) {
+	api := s.engine.api
+	if pcmu {
+		api = s.engine.pcmuAPI
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{
 		ICEServers:    s.engine.iceServers,
 		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
 		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
@@ -31,19 +36,26 @@ func (s *Session) setupPeer(ctx context.Context, offer string) (string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("%w: set remote description: %w", ErrBadOffer, err)
 	}
-	s.track, err = webrtc.NewTrackLocalStaticRTP(opusCodec, opusTrackID, opusStreamID)
+	codec, name := opusCodec, "opus"
+	if pcmu {
+		codec, name = pcmuCodec, "pcmu"
+	}
+	s.track, err = webrtc.NewTrackLocalStaticRTP(codec, opusTrackID, opusStreamID)
 	if err != nil {
-		return "", fmt.Errorf("new opus track: %w", err)
+		return "", fmt.Errorf("new %s track: %w", name, err)
 	}
 	s.sender, err = pc.AddTrack(s.track)
 	if err != nil {
-		return "", fmt.Errorf("%w: add opus track: %w", ErrBadOffer, err)
+		return "", fmt.Errorf("%w: add %s track: %w", ErrBadOffer, name, err)
 	}
 	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
 		return "", fmt.Errorf("%w: create answer: %w", ErrBadOffer, err)
 	}
-	if !sdpHasOpus(answer.SDP) {
+	if pcmu && !sdpHasPCMU(answer.SDP) {
+		return "", fmt.Errorf("%w: no pcmu audio in common", ErrBadOffer)
+	}
+	if !pcmu && !sdpHasOpus(answer.SDP) {
 		return "", fmt.Errorf("%w: no opus audio in common", ErrBadOffer)
 	}
 	gathered := webrtc.GatheringCompletePromise(pc)

@@ -14,13 +14,13 @@ const (
 	// the utterance smoothly, and short underruns stay inside one encoded
 	// stream.
 	hangoverFrames = 5
-	// maxConceal48 is the longest gap in the caller's stream, in 48 kHz RTP
-	// ticks, that is filled with concealment (PLC, FEC) before the next
+	// maxConcealMs is the longest gap in the caller's stream, in ms, that
+	// is filled with concealment (PLC, FEC) before the next
 	// packet is decoded. A gap of up to a second is loss or DTX (a caller
 	// that stops sending during silence: the bot still needs that silence for
 	// its voice activity detection); a longer jump is a discontinuity and is
 	// not filled.
-	maxConceal48 = RTPClockRate // 1 s
+	maxConcealMs = 1000
 	// maxSeqJump is the largest sequence number jump counted as loss (20 s
 	// of packets); a larger one is a restarted stream (see reorder).
 	maxSeqJump = 1000
@@ -89,12 +89,13 @@ type audioWriter interface {
 	WriteAudioAt(ctx context.Context, pcm []int16, ms int64) error
 }
 
-// inbound decodes the caller's Opus straight to the bot's rate, conceals
-// losses, and writes 20 ms frames with their media time.
+// inbound decodes the caller's Opus (or PCMU) straight to the bot's rate,
+// conceals losses, and writes 20 ms frames with their media time.
 type inbound struct {
 	dec   Decoder
 	w     audioWriter
 	rate  int
+	clock int // the codec's RTP clock: 48000 for Opus, 8000 for PCMU
 	frame int
 	acc   []int16 // decoded audio not yet written; len < frame between calls
 	dtmf  DTMFDecoder
@@ -105,18 +106,19 @@ type inbound struct {
 	accTS     uint32 // RTP timestamp of acc[0]
 }
 
-func newInbound(dec Decoder, rate int, w audioWriter) *inbound {
+func newInbound(dec Decoder, rate, clock int, w audioWriter) *inbound {
 	frame := rate * frameMs / 1000
 	return &inbound{
 		dec:   dec,
 		w:     w,
 		rate:  rate,
+		clock: clock,
 		frame: frame,
 		acc:   make([]int16, 0, frame+rate*maxOpusDuration/1000),
 	}
 }
 
-// opus handles one Opus RTP packet; lost says that packets went missing just
+// opus handles one Opus (or PCMU) RTP packet; lost says that packets went missing just
 // before it. It returns an error only when writing to the bot failed.
 func (in *inbound) opus(ctx context.Context, pkt *rtp.Packet, lost bool) error {
 	payload := pkt.Payload
@@ -125,11 +127,11 @@ func (in *inbound) opus(ctx context.Context, pkt *rtp.Packet, lost bool) error {
 	}
 	if !in.tsStarted {
 		in.baseTS, in.accTS = pkt.Timestamp, pkt.Timestamp
-	} else if gap := int32(pkt.Timestamp - in.nextTS); gap > 0 && gap <= maxConceal48 {
+	} else if gap := int32(pkt.Timestamp - in.nextTS); gap > 0 && int(gap) <= in.clock*maxConcealMs/1000 {
 		if err := in.conceal(ctx, payload, int(gap), lost); err != nil {
 			return err
 		}
-	} else if gap > maxConceal48 {
+	} else if int(gap) > in.clock*maxConcealMs/1000 {
 		// A pause of over a second is not filled: the media time the bot
 		// sees jumps with it. (A jump back, an overlap or a restarted
 		// stream, keeps the media time going forward.)
@@ -141,17 +143,17 @@ func (in *inbound) opus(ctx context.Context, pkt *rtp.Packet, lost bool) error {
 		return nil
 	}
 	in.tsStarted = true
-	in.nextTS = pkt.Timestamp + uint32(n*RTPClockRate/in.rate)
+	in.nextTS = pkt.Timestamp + uint32(n*in.clock/in.rate)
 	in.acc = in.acc[:len(in.acc)+n]
 	return in.flush(ctx)
 }
 
-// conceal fills a gap of gap48 ticks (48 kHz) before a packet with payload:
+// conceal fills a gap of gapTicks RTP ticks before a packet with payload:
 // packet loss concealment, and in-band FEC from payload for the last lost
 // frame when packets were lost (a gap without loss is the sender's DTX).
-func (in *inbound) conceal(ctx context.Context, payload []byte, gap48 int, lost bool) error {
+func (in *inbound) conceal(ctx context.Context, payload []byte, gapTicks int, lost bool) error {
 	quantum := in.rate / 400 // 2.5 ms, the Opus granularity
-	samples := gap48 * in.rate / RTPClockRate
+	samples := gapTicks * in.rate / in.clock
 	samples -= samples % quantum
 	fec := 0
 	if lost {
@@ -188,13 +190,13 @@ func (in *inbound) conceal(ctx context.Context, payload []byte, gap48 int, lost 
 func (in *inbound) flush(ctx context.Context) error {
 	off := 0
 	for len(in.acc)-off >= in.frame {
-		ms := int64(in.accTS-in.baseTS) * 1000 / RTPClockRate
+		ms := int64(in.accTS-in.baseTS) * 1000 / int64(in.clock)
 		if err := in.w.WriteAudioAt(ctx, in.acc[off:off+in.frame], ms); err != nil {
 			in.acc = in.acc[:0]
 			return err
 		}
 		off += in.frame
-		in.accTS += uint32(in.frame * RTPClockRate / in.rate)
+		in.accTS += uint32(in.frame * in.clock / in.rate)
 	}
 	if off > 0 {
 		k := copy(in.acc, in.acc[off:])

@@ -117,7 +117,7 @@ func TestInbound(t *testing.T) {
 				t.Fatal(err)
 			}
 			sink := &frameSink{keep: true}
-			in := newInbound(dec, rate, sink)
+			in := newInbound(dec, rate, RTPClockRate, sink)
 			lost := 0
 			var gate seqGate
 			feed := func(p *rtp.Packet) {
@@ -159,7 +159,7 @@ func TestInboundDTXGapFilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink := &frameSink{keep: true}
-	in := newInbound(dec, rate, sink)
+	in := newInbound(dec, rate, RTPClockRate, sink)
 	pkts := callerPackets(t, tone(callerRate, callerRate, 0, 440, 8000), 20)
 	// A sender in DTX skips 400 ms of packets without a sequence gap.
 	feed := append(pkts[:10:10], pkts[30:]...)
@@ -240,7 +240,7 @@ func TestPipelineAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := newInbound(dec, rate, &frameSink{last: make([]int16, 0, rate/50)})
+	in := newInbound(dec, rate, RTPClockRate, &frameSink{last: make([]int16, 0, rate/50)})
 	pkts := callerPackets(t, speechLike(callerRate, callerRate, 0), 20)
 	var gate seqGate
 	i := 0
@@ -394,7 +394,7 @@ func BenchmarkInbound(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			in := newInbound(dec, d.rate, conn)
+			in := newInbound(dec, d.rate, RTPClockRate, conn)
 			pkts := callerPackets(b, speechLike(callerRate, callerRate, 0), 20)
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -467,7 +467,7 @@ func BenchmarkBridge(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			in := newInbound(dec, d.rate, conn)
+			in := newInbound(dec, d.rate, RTPClockRate, conn)
 			frame := d.rate / 50
 			p := NewPlayout[bot.Mark](frame, d.rate)
 			out := newOutbound(enc, p, SilenceFrame(d.rate))

@@ -65,7 +65,7 @@ func (s *Session) readRTP(track *webrtc.TrackRemote) {
 			lastPT = hdr.PayloadType
 			kind, clock = classify(track.Codec())
 		}
-		if kind != payloadOpus && kind != payloadTelephoneEvent {
+		if kind != s.audioKind && kind != payloadTelephoneEvent {
 			continue
 		}
 		now := time.Now()
@@ -134,6 +134,7 @@ type payloadKind uint8
 const (
 	payloadUnknown payloadKind = iota
 	payloadOpus
+	payloadPCMU
 	payloadTelephoneEvent
 	payloadOther
 )
@@ -144,6 +145,8 @@ func classify(c webrtc.RTPCodecParameters) (payloadKind, uint32) {
 	switch {
 	case strings.EqualFold(c.MimeType, webrtc.MimeTypeOpus):
 		return payloadOpus, c.ClockRate
+	case strings.EqualFold(c.MimeType, webrtc.MimeTypePCMU):
+		return payloadPCMU, c.ClockRate
 	case strings.EqualFold(c.MimeType, mimeTypeTelephoneEvent):
 		return payloadTelephoneEvent, c.ClockRate
 	}

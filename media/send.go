@@ -52,16 +52,18 @@ func (p *pacer) wait(now time.Time) time.Duration {
 }
 
 // rtpClock numbers the packets toward the caller: the timestamp of slot k
-// is base + k*960 on the 48 kHz media clock, so skipped slots show as a
+// is base + k*ticks (960 on Opus's 48 kHz clock, 160 on PCMU's 8 kHz), so skipped slots show as a
 // timestamp gap while sequence numbers stay contiguous.
 type rtpClock struct {
 	pacer
-	pkt rtp.Packet
+	ticks uint32 // one 20 ms frame on the RTP clock
+	pkt   rtp.Packet
 }
 
-func newRTPClock(start time.Time) *rtpClock {
+func newRTPClock(start time.Time, ticks uint32) *rtpClock {
 	return &rtpClock{
 		pacer: pacer{start: start},
+		ticks: ticks,
 		pkt: rtp.Packet{Header: rtp.Header{
 			Version:        2,
 			Marker:         true,
@@ -75,7 +77,7 @@ func newRTPClock(start time.Time) *rtpClock {
 // skip leaves out n late slots.
 func (c *rtpClock) skip(n int) {
 	c.next += int64(n)
-	c.pkt.Timestamp += uint32(n) * rtpFrameTicks
+	c.pkt.Timestamp += uint32(n) * c.ticks
 	c.pkt.Marker = true // a talkspurt restarts after a gap (RFC 3551 4.1)
 }
 
@@ -91,14 +93,18 @@ func (c *rtpClock) advance() {
 	c.next++
 	c.pkt.Marker = false
 	c.pkt.SequenceNumber++
-	c.pkt.Timestamp += rtpFrameTicks
+	c.pkt.Timestamp += c.ticks
 }
 
-// sendLoop sends one Opus packet to the caller per 20 ms slot of wall-clock
+// sendLoop sends one audio packet to the caller per 20 ms slot of wall-clock
 // time and echoes marks whose audio has been sent.
 func (s *Session) sendLoop() {
 	defer s.wg.Done()
-	clock := newRTPClock(time.Now())
+	ticks := uint32(rtpFrameTicks)
+	if s.pcmu {
+		ticks = pcmuFrameBytes
+	}
+	clock := newRTPClock(time.Now(), ticks)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var due []bot.Mark

@@ -32,7 +32,7 @@ type rtpSent struct {
 // follows elapsed time, not the number of wake-ups, so there is no drift.
 func TestPacingFollowsWallClock(t *testing.T) {
 	start := time.Unix(1000, 0)
-	c := newRTPClock(start)
+	c := newRTPClock(start, rtpFrameTicks)
 	now := start
 	total := 0
 	for range 3000 {
@@ -57,7 +57,7 @@ func TestPacingFollowsWallClock(t *testing.T) {
 // timestamp by the real elapsed media time.
 func TestPacingAfterStall(t *testing.T) {
 	start := time.Unix(1000, 0)
-	c := newRTPClock(start)
+	c := newRTPClock(start, rtpFrameTicks)
 	var all []rtpSent
 	now := start
 	for range 10 { // slots 0..9 on time
@@ -101,7 +101,7 @@ func TestPacingAfterStall(t *testing.T) {
 // every slot is sent.
 func TestPacingShortStallCaughtUp(t *testing.T) {
 	start := time.Unix(1000, 0)
-	c := newRTPClock(start)
+	c := newRTPClock(start, rtpFrameTicks)
 	sendAt(c, start)
 	sent, skipped := sendAt(c, start.Add(80*time.Millisecond))
 	if len(sent) != 4 || skipped != 0 {

@@ -33,6 +33,11 @@ type SessionConfig struct {
 	// with ErrBotFailed wrapping ErrPlayoutOverflow. Zero means
 	// DefaultPlayoutLimit.
 	PlayoutLimit int
+	// Codec selects the audio codec toward the caller: CodecAuto (the
+	// default) answers PCMU without transcoding when the offer carries
+	// PCMU and Bot.Protocol is twilio, and Opus otherwise; CodecOpus
+	// always answers Opus.
+	Codec Codec
 	// HoldPlayout keeps the bot's audio from the caller until StartPlayout:
 	// the caller hears silence meanwhile, and the bot's audio and marks
 	// wait in the playout buffer. Default: the bot is heard at once.
@@ -51,10 +56,10 @@ type Hooks struct {
 
 // Stats is a snapshot of one call's counters.
 type Stats struct {
-	// PacketsIn counts RTP packets received from the caller (Opus and
+	// PacketsIn counts RTP packets received from the caller (audio and
 	// telephone-event).
 	PacketsIn uint64
-	// PacketsOut counts Opus packets sent to the caller.
+	// PacketsOut counts audio packets (Opus or PCMU) sent to the caller.
 	PacketsOut uint64
 	// PacketsLost counts caller packets that never arrived or arrived too
 	// late to be used, from gaps in the RTP sequence numbers.
@@ -73,6 +78,8 @@ type Stats struct {
 	Duration time.Duration
 	// BotDial is how long dialing the bot took, retries included.
 	BotDial time.Duration
+	// Codec is the audio codec toward the caller: "opus" or "pcmu".
+	Codec string
 }
 
 // Session is one call's media: a WebRTC answerer toward the caller bridged to
@@ -102,10 +109,12 @@ type Session struct {
 
 	playoutLimit int // bytes; see SessionConfig.PlayoutLimit
 
-	rate    int // bot sample rate
-	frame   int // samples per 20 ms at rate
-	playout *Playout[bot.Mark]
-	out     *outbound
+	rate      int  // bot sample rate
+	frame     int  // samples per 20 ms at rate
+	pcmu      bool // PCMU passthrough instead of Opus
+	audioKind payloadKind
+	playout   *Playout[bot.Mark]
+	out       *outbound
 	// caller is the caller-to-bot path; callerMu guards it (the RTP
 	// reader pushes packets, deliverLoop ticks).
 	callerMu sync.Mutex
@@ -176,6 +185,16 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		done:         make(chan struct{}),
 	}
 	s.gate.init(cfg.HoldPlayout)
+	codec, ok := ParseCodec(string(cfg.Codec))
+	if !ok {
+		cancel()
+		return nil, fmt.Errorf("codec %q: must be auto or opus", cfg.Codec)
+	}
+	s.pcmu = codec == CodecAuto && cfg.Bot.Protocol == bot.Twilio && sdpHasPCMU(cfg.Offer)
+	s.audioKind = payloadOpus
+	if s.pcmu {
+		s.audioKind = payloadPCMU
+	}
 
 	type dialResult struct {
 		conn *bot.Conn
@@ -190,7 +209,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		dialed <- dialResult{conn, err, time.Since(start)}
 	}()
 
-	answer, peerErr := s.setupPeer(ctx, cfg.Offer)
+	answer, peerErr := s.setupPeer(ctx, cfg.Offer, s.pcmu)
 	if peerErr != nil {
 		cancelDial()
 	}
@@ -238,6 +257,17 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 func (s *Session) setupAudio(offer, answer string) (string, error) {
 	s.rate = s.bot.SampleRate()
 	s.frame = s.bot.FrameSamples()
+	if s.pcmu {
+		if s.rate != pcmuClockRate {
+			return "", fmt.Errorf("pcmu passthrough: bot rate %d Hz, want %d", s.rate, pcmuClockRate)
+		}
+		s.playout = NewPlayout[bot.Mark](s.frame, s.playoutLimit/2)
+		s.playout.SetStartLead(StartLead)
+		s.out = newOutbound(pcmuEncoder{}, s.playout, pcmuSilenceFrame)
+		s.caller = newCallerPath(pcmuDecoder{}, s.rate, pcmuClockRate, s.bot, s.forwardDTMF)
+		s.logger.Debug("pcmu passthrough")
+		return answer, nil
+	}
 	// The offer's maxaveragebitrate and maxplaybackrate bound the encoder;
 	// ptime/maxptime 20 are what we send anyway (20 ms packets). Its
 	// useinbandfec=1 says the caller's decoder could use FEC, but gopus's
@@ -270,18 +300,19 @@ func (s *Session) setupAudio(offer, answer string) (string, error) {
 	s.playout = NewPlayout[bot.Mark](s.frame, s.playoutLimit/2)
 	s.playout.SetStartLead(StartLead)
 	s.out = newOutbound(enc, s.playout, silenceFrame(bw))
-	s.caller = newCallerPath(dec, s.rate, s.bot, s.forwardDTMF)
+	s.caller = newCallerPath(dec, s.rate, RTPClockRate, s.bot, s.forwardDTMF)
 	if ce := s.logger.Check(zapcore.DebugLevel, "opus encoder"); ce != nil {
 		ce.Write(zap.Int("bitrate", ecfg.bitrate()), zap.Int("max_bandwidth_hz", bandwidthRate(bw)/2))
 	}
 	return answer, nil
 }
 
-// Answer returns the local SDP answer: Opus, telephone-event if offered,
+// Answer returns the local SDP answer: Opus or PCMU (see
+// SessionConfig.Codec), telephone-event if offered,
 // a=setup:active, one sha-256 fingerprint and every gathered candidate.
 func (s *Session) Answer() string { return s.answer }
 
-// SampleRate returns the bot's audio sample rate, at which the Opus codecs run.
+// SampleRate returns the bot's audio sample rate, at which the codecs run.
 func (s *Session) SampleRate() int { return s.rate }
 
 // WaitConnected blocks until media is connected (ICE and DTLS), the session
@@ -368,7 +399,16 @@ func (s *Session) Stats() Stats {
 		LateFrames:  s.lateFrames.Load(),
 		Duration:    d,
 		BotDial:     s.botDial,
+		Codec:       s.codecName(),
 	}
+}
+
+// codecName returns the audio codec toward the caller.
+func (s *Session) codecName() string {
+	if s.pcmu {
+		return "pcmu"
+	}
+	return "opus"
 }
 
 // end records why the session ended, closes Done and cancels the session's

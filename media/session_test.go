@@ -370,11 +370,12 @@ func TestNewSessionErrors(t *testing.T) {
 		caller  callerConfig
 		offer   string // overrides the caller's offer
 		url     string // overrides the bot URL
+		codec   Codec
 		wantErr error
 	}{
 		{name: "bot not listening", url: deadURL, wantErr: ErrBotUnavailable},
 		{name: "garbage offer", offer: "v=0\r\nnonsense\r\n", wantErr: ErrBadOffer},
-		{name: "offer without opus", caller: callerConfig{pcmuOnly: true}, wantErr: ErrBadOffer},
+		{name: "pcmu offer, codec opus", caller: callerConfig{pcmuOnly: true}, codec: CodecOpus, wantErr: ErrBadOffer},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -388,7 +389,7 @@ func TestNewSessionErrors(t *testing.T) {
 			if tt.url != "" {
 				cfg.URL = tt.url
 			}
-			s, err := e.NewSession(ctx, SessionConfig{CallID: "wacid.BAD", Offer: offer, Bot: cfg})
+			s, err := e.NewSession(ctx, SessionConfig{CallID: "wacid.BAD", Offer: offer, Bot: cfg, Codec: tt.codec})
 			if !errors.Is(err, tt.wantErr) {
 				t.Errorf("NewSession() error = %v; want %v", err, tt.wantErr)
 			}

@@ -32,6 +32,13 @@ const (
 	DTMFPT       = 126 // telephone-event/8000
 	OpusClock    = 48000
 	SamplesPer20 = 960
+	// PCMUPT is G.711 mu-law's static payload type (RFC 3551), as a
+	// PCMU-offering caller (Config.PCMU) offers it.
+	PCMUPT = 0
+	// PCMUClock is PCMU's RTP clock and sample rate.
+	PCMUClock = 8000
+	// PCMUFrame is one 20 ms PCMU packet: 160 samples, one byte each.
+	PCMUFrame = PCMUClock / 50
 )
 
 // ErrClosed is returned by methods called after Close.
@@ -89,6 +96,12 @@ type Config struct {
 	// as Meta offers an IPv4 and an IPv6 address on one port. Meta shape
 	// only; New fails if ::1 is not available.
 	IPv6 bool
+	// PCMU adds G.711 mu-law to a Meta-shaped offer as an additional codec,
+	// as WhatsApp offers it with the number setting
+	// calling.audio.additional_codecs: payload type 0 after Opus on the m=
+	// line and "a=rtpmap:0 PCMU/8000". If the answer picks PCMU, the caller
+	// sends PCMU (SendPCMU) and its RTP clock is 8 kHz. Meta shape only.
+	PCMU bool
 	// OnAudio receives each RTP packet of the answerer's audio track. It
 	// runs on the caller's read goroutine and must not block.
 	OnAudio func(pkt *rtp.Packet)
@@ -105,9 +118,10 @@ type Caller struct {
 	closed    atomic.Bool
 	wg        sync.WaitGroup
 
-	mu  sync.Mutex // orders sequence numbers and writes
-	seq uint16
-	ts  uint32
+	mu         sync.Mutex // orders sequence numbers and writes
+	seq        uint16
+	ts         uint32
+	frameTicks uint32 // one 20 ms frame on the audio codec's RTP clock; guarded by mu
 	enc *Encoder // SendPCM's, made on first use; guarded by mu
 
 	received atomic.Uint64
@@ -122,6 +136,9 @@ func New(cfg Config) (*Caller, error) {
 	if cfg.IPv6 && cfg.Shape != Meta {
 		return nil, errors.New("caller: IPv6 needs the Meta shape")
 	}
+	if cfg.PCMU && cfg.Shape != Meta {
+		return nil, errors.New("caller: PCMU needs the Meta shape")
+	}
 	api, mux, err := newAPI(cfg)
 	if err != nil {
 		return nil, err
@@ -131,7 +148,7 @@ func New(cfg Config) (*Caller, error) {
 		closeMux(mux)
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	c := &Caller{pc: pc, mux: mux, connected: make(chan struct{}), failed: make(chan struct{})}
+	c := &Caller{pc: pc, mux: mux, connected: make(chan struct{}), failed: make(chan struct{}), frameTicks: SamplesPer20}
 	if err := c.setup(cfg); err != nil {
 		_ = c.Close()
 		return nil, err
@@ -154,10 +171,17 @@ func newAPI(cfg Config) (*webrtc.API, ice.UDPMux, error) {
 		dtmf.SDPFmtpLine = "0-16"
 	}
 	m := &webrtc.MediaEngine{}
-	for _, c := range []webrtc.RTPCodecParameters{
+	codecs := []webrtc.RTPCodecParameters{
 		{RTPCodecCapability: opus, PayloadType: OpusPT},
 		{RTPCodecCapability: dtmf, PayloadType: DTMFPT},
-	} {
+	}
+	if cfg.PCMU {
+		codecs = append(codecs, webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: PCMUClock},
+			PayloadType:        PCMUPT,
+		})
+	}
+	for _, c := range codecs {
 		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
 			return nil, nil, fmt.Errorf("register codec: %w", err)
 		}
@@ -261,7 +285,7 @@ func (c *Caller) setup(cfg Config) error {
 			if err != nil {
 				return
 			}
-			if tr.Codec().MimeType != webrtc.MimeTypeOpus {
+			if mt := tr.Codec().MimeType; mt != webrtc.MimeTypeOpus && mt != webrtc.MimeTypePCMU {
 				continue
 			}
 			c.received.Add(1)
@@ -293,6 +317,9 @@ func (c *Caller) setup(cfg Config) error {
 		return errors.New("meta offer: no ipv6 host candidate gathered")
 	}
 	c.offer = metaOffer(p)
+	if cfg.PCMU {
+		c.offer = withPCMU(c.offer)
+	}
 	return nil
 }
 
@@ -303,6 +330,11 @@ func (c *Caller) Offer() string { return c.offer }
 func (c *Caller) SetAnswer(sdp string) error {
 	if err := c.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
 		return fmt.Errorf("set answer: %w", err)
+	}
+	if c.Codec() == webrtc.MimeTypePCMU {
+		c.mu.Lock()
+		c.frameTicks = PCMUFrame
+		c.mu.Unlock()
 	}
 	return nil
 }
@@ -335,7 +367,7 @@ func (c *Caller) SendOpus(payload []byte) error {
 // sendOpusLocked sends one Opus packet; c.mu must be held.
 func (c *Caller) sendOpusLocked(payload []byte) error {
 	c.seq++
-	c.ts += SamplesPer20
+	c.ts += c.frameTicks
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: OpusPT, SequenceNumber: c.seq, Timestamp: c.ts}, Payload: payload}
 	return c.write(&pkt)
 }
@@ -361,12 +393,31 @@ func (c *Caller) SendPCM(pcm []int16) error {
 	return c.sendOpusLocked(payload)
 }
 
+// SendPCMU sends one 20 ms PCMU packet (160 mu-law bytes) with the
+// negotiated payload type 0. The caller paces calls.
+func (c *Caller) SendPCMU(payload []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	c.ts += c.frameTicks
+	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: PCMUPT, SequenceNumber: c.seq, Timestamp: c.ts}, Payload: payload}
+	return c.write(&pkt)
+}
+
+// Codec returns the MIME type of the audio codec the answer chose
+// (webrtc.MimeTypeOpus or webrtc.MimeTypePCMU), or "" before SetAnswer.
+func (c *Caller) Codec() string {
+	c.track.mu.RLock()
+	defer c.track.mu.RUnlock()
+	return c.track.codec
+}
+
 // SkipOpus advances the sequence number and timestamp as if one packet
 // had been sent and lost.
 func (c *Caller) SkipOpus() {
 	c.mu.Lock()
 	c.seq++
-	c.ts += SamplesPer20
+	c.ts += c.frameTicks
 	c.mu.Unlock()
 }
 
@@ -378,7 +429,7 @@ func (c *Caller) SendDTMF(ctx context.Context, digit byte, duration time.Duratio
 		return fmt.Errorf("not a DTMF key: %q", digit)
 	}
 	c.mu.Lock()
-	c.ts += SamplesPer20
+	c.ts += c.frameTicks
 	start := c.ts
 	c.mu.Unlock()
 	const clock = 8000
@@ -457,15 +508,16 @@ type rawTrack struct {
 	mu     sync.RWMutex
 	ssrc   webrtc.SSRC
 	writer webrtc.TrackLocalWriter
+	codec  string // the bound audio codec's MIME type
 }
 
 var errNotBound = errors.New("track not bound yet")
 
 func (t *rawTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
 	for _, codec := range ctx.CodecParameters() {
-		if codec.MimeType == webrtc.MimeTypeOpus {
+		if codec.MimeType == webrtc.MimeTypeOpus || codec.MimeType == webrtc.MimeTypePCMU {
 			t.mu.Lock()
-			t.ssrc, t.writer = ctx.SSRC(), ctx.WriteStream()
+			t.ssrc, t.writer, t.codec = ctx.SSRC(), ctx.WriteStream(), codec.MimeType
 			t.mu.Unlock()
 			return codec, nil
 		}

@@ -104,6 +104,24 @@ func metaOffer(p offerParams) string {
 	return b.String()
 }
 
+// withPCMU adds PCMU to a Meta-shaped offer as WhatsApp adds an additional
+// codec: payload type 0 after Opus on the m= line, and its rtpmap after
+// Opus's lines (PCMU has no fmtp).
+func withPCMU(offer string) string {
+	var b strings.Builder
+	for line := range strings.Lines(offer) {
+		text := strings.TrimSuffix(line, "\r\n")
+		if strings.HasPrefix(text, "m=audio ") {
+			line = strings.Replace(text, " "+strconv.Itoa(OpusPT)+" ", " "+strconv.Itoa(OpusPT)+" "+strconv.Itoa(PCMUPT)+" ", 1) + "\r\n"
+		}
+		b.WriteString(line)
+		if strings.HasPrefix(text, "a=fmtp:"+strconv.Itoa(OpusPT)+" ") {
+			b.WriteString("a=rtpmap:" + strconv.Itoa(PCMUPT) + " PCMU/8000\r\n")
+		}
+	}
+	return b.String()
+}
+
 // paramsFromLocal reads a peer's values for metaOffer from its own (pion's)
 // local description, taking only host candidates on port.
 func paramsFromLocal(sdp string) (offerParams, error) {
