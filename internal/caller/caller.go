@@ -121,8 +121,8 @@ type Caller struct {
 	mu         sync.Mutex // orders sequence numbers and writes
 	seq        uint16
 	ts         uint32
-	frameTicks uint32 // one 20 ms frame on the audio codec's RTP clock; guarded by mu
-	enc *Encoder // SendPCM's, made on first use; guarded by mu
+	frameTicks uint32   // one 20 ms frame on the audio codec's RTP clock; guarded by mu
+	enc        *Encoder // SendPCM's, made on first use; guarded by mu
 
 	received atomic.Uint64
 }
