@@ -32,6 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		bot              <ws-or-wss-url>
 //		bot_protocol     twilio|vonage
 //		bot_sample_rate  8000|16000|24000
+//		codec            auto|opus
 //		bot_header       <field> <value>
 //		bot_param        <name> <value>
 //		bot_signing_key  <key>
@@ -119,6 +120,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := checkBotProtocol(h.BotProtocol); err != nil {
+				return d.Err(err.Error())
+			}
+
+		case "codec":
+			if err := oneArg(d, &h.Codec); err != nil {
+				return err
+			}
+			if err := checkCodec(h.Codec); err != nil {
 				return d.Err(err.Error())
 			}
 

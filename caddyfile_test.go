@@ -117,6 +117,7 @@ func TestValidate(t *testing.T) {
 		{"placeholder scheme", func(h *Handler) { h.Bot = "{env.BOT_SCHEME}://b" }, ""},
 		{"vonage 44100", func(h *Handler) { h.BotProtocol = "vonage"; h.BotSampleRate = 44100 }, "must be 8000, 16000 or 24000"},
 		{"unknown protocol", func(h *Handler) { h.BotProtocol = "sip" }, "must be twilio or vonage"},
+		{"unknown codec", func(h *Handler) { h.Codec = "g722" }, `codec "g722": must be auto or opus`},
 		{"bad public ip", func(h *Handler) { h.PublicIPs = []string{"x"} }, "not an IP address"},
 		{"bad graph url", func(h *Handler) { h.GraphURL = "ftp://x" }, "not an http(s) URL"},
 		{"negative max_connect_age", func(h *Handler) { h.MaxConnectAge = -1 }, "max_connect_age: must be a positive duration"},

@@ -93,6 +93,7 @@ type callConfig struct {
 	acceptTimeout time.Duration
 	maxConnectAge time.Duration
 	callbackData  string // biz_opaque_callback_data template; "" sends none
+	codec         media.Codec
 }
 
 // loadRegistry returns the registry under key, creating it on first use.
@@ -305,6 +306,7 @@ func (r *registry) run(c *call, cfg callConfig) {
 		Offer:       c.ev.Call.Session.SDP,
 		Bot:         botCfg,
 		Logger:      log.Named("media"),
+		Codec:       cfg.codec,
 		HoldPlayout: true,
 	})
 	if err != nil {

@@ -95,6 +95,15 @@ type Handler struct {
 	// The twilio dialect is always 8000. Default: 16000.
 	BotSampleRate int `json:"bot_sample_rate,omitempty"`
 
+	// The audio codec toward the caller. "auto" answers G.711 mu-law
+	// (PCMU) when Meta's offer carries it (the number setting
+	// calling.audio.additional_codecs) and the bot speaks the twilio
+	// dialect: the caller's and the bot's mu-law pass through without
+	// transcoding, which saves the Opus codec's CPU for 64 kbit/s instead of
+	// about 20 and without Opus's FEC and loss concealment. Otherwise, and
+	// always with "opus", the call uses Opus. Default: auto.
+	Codec string `json:"codec,omitempty"`
+
 	// Headers added to the bot's WebSocket upgrade request, typically for
 	// authentication. Values may use {env.*} and {whatsapp.*}
 	// placeholders. Default: none.
@@ -304,6 +313,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		acceptTimeout: time.Duration(h.AcceptTimeout),
 		maxConnectAge: time.Duration(h.MaxConnectAge),
 		callbackData:  h.BizOpaqueCallbackData,
+		codec:         media.Codec(h.Codec),
 	}
 
 	app, err := ctx.App(appID)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
 
@@ -36,6 +37,9 @@ func (h *Handler) check() error {
 		return err
 	}
 	if err := checkSampleRate(h.BotProtocol, h.BotSampleRate); err != nil {
+		return err
+	}
+	if err := checkCodec(h.Codec); err != nil {
 		return err
 	}
 	if h.GraphURL != "" {
@@ -113,6 +117,14 @@ func checkBotProtocol(p string) error {
 		return nil
 	}
 	return fmt.Errorf("bot_protocol %q: must be twilio or vonage", p)
+}
+
+// checkCodec accepts the codec choices exactly as documented.
+func checkCodec(c string) error {
+	if _, ok := media.ParseCodec(c); !ok {
+		return fmt.Errorf("codec %q: must be auto or opus", c)
+	}
+	return nil
 }
 
 // checkSampleRate checks bot_sample_rate against the dialect; 0 is the

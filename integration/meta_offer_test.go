@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/pion/rtp"
+	"github.com/zaf/g711"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/tone"
@@ -143,4 +144,120 @@ func tocBandwidth(toc byte) int {
 		return 3 + int(cfg-12)/2
 	}
 	return []int{0, 2, 3, 4}[(cfg-16)/4] // CELT: NB, WB, SWB, FB
+}
+
+// TestCallPCMUPassthrough is the whole path for a WhatsApp offer with PCMU
+// as an additional codec (calling.audio.additional_codecs) and a twilio
+// bot, through a real Caddy with the default codec (auto): the pre_accept
+// answer holds PCMU and telephone-event only; the peer connects, its
+// mu-law tone and key press reach the bot, and the bot's tone reaches the
+// peer as 20 ms PCMU packets (160 bytes, payload type 0). With codec opus
+// the same offer is answered with Opus.
+func TestCallPCMUPassthrough(t *testing.T) {
+	graph := newFakeGraph(t)
+	bot := newTestBot(t, "twilio", 8000, 600)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(callConfig(graph.URL, "ws"+strings.TrimPrefix(bot.URL, "http"), "twilio", ""), "caddyfile")
+	const webhook = "http://localhost:9080/webhook"
+
+	var mu sync.Mutex
+	var pkts []rtp.Packet
+	c, err := caller.New(caller.Config{PCMU: true, OnAudio: func(p *rtp.Packet) {
+		mu.Lock()
+		pkts = append(pkts, rtp.Packet{Header: p.Header, Payload: append([]byte(nil), p.Payload...)})
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	signedPost(t, webhook, connectWebhook("wacid.pcmu", c.Offer()))
+	pre := graph.wait(t, 10*time.Second)
+	session, _ := pre.Body["session"].(map[string]any)
+	answer, _ := session["sdp"].(string)
+	if pre.Body["action"] != "pre_accept" {
+		t.Fatalf("first Graph action = %v; want pre_accept", pre.Body["action"])
+	}
+	if !strings.Contains(answer, "a=rtpmap:0 PCMU/8000") || !strings.Contains(answer, "a=rtpmap:126 telephone-event/8000") ||
+		strings.Contains(strings.ToLower(answer), "opus") {
+		t.Fatalf("pre_accept answer should hold PCMU and telephone-event only:\n%s", answer)
+	}
+	if err := c.SetAnswer(answer); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatalf("peer never connected: %v", err)
+	}
+	if acc := graph.wait(t, 10*time.Second); acc.Body["action"] != "accept" {
+		t.Fatalf("second Graph action = %v; want accept", acc.Body["action"])
+	}
+
+	tick := time.NewTicker(20 * time.Millisecond)
+	for i := range 75 { // 1.5 s of 1 kHz
+		pcm := tone.Sine(nil, 8000, 1000, 10000, i*caller.PCMUFrame, caller.PCMUFrame)
+		if err := c.SendPCMU(g711.EncodeUlaw(pcmBytes(pcm))); err != nil {
+			t.Fatal(err)
+		}
+		<-tick.C
+	}
+	tick.Stop()
+	if err := c.SendDTMF(ctx, '7', 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	heard, digits, _ := bot.snapshot()
+	if len(heard) < 8000 {
+		t.Fatalf("bot heard %d samples; want at least 1 s at 8 kHz", len(heard))
+	}
+	window := heard[len(heard)/4 : len(heard)*3/4]
+	if got, off := tone.Amplitude(window, 8000, 1000), tone.Amplitude(window, 8000, 600); got < 8000 || got < 10*off {
+		t.Errorf("bot heard 1 kHz at amplitude %.0f (600 Hz: %.0f); want ≥ 8000 and 10x the off-frequency level", got, off)
+	}
+	if got := strings.Join(digits, ""); got != "7" {
+		t.Errorf("bot DTMF = %q; want \"7\"", got)
+	}
+
+	mu.Lock()
+	var got []byte
+	for i, p := range pkts {
+		if p.PayloadType != 0 || len(p.Payload) != 160 {
+			mu.Unlock()
+			t.Fatalf("packet %d to the peer: payload type %d, %d bytes; want 0 and 160", i, p.PayloadType, len(p.Payload))
+		}
+		got = append(got, p.Payload...)
+	}
+	mu.Unlock()
+	pcm := pcmSamples(g711.DecodeUlaw(got))
+	if len(pcm) < 8000 {
+		t.Fatalf("peer got %d samples; want at least 1 s", len(pcm))
+	}
+	tail := pcm[len(pcm)/2:]
+	if a, off := tone.Amplitude(tail, 8000, 600), tone.Amplitude(tail, 8000, 1000); a < 6000 || a < 10*off {
+		t.Errorf("peer heard 600 Hz at amplitude %.0f (1 kHz: %.0f); want ≥ 6000 and 10x off-frequency", a, off)
+	}
+}
+
+// TestCallPCMUOfferCodecOpus: with codec opus, a PCMU-offering peer is
+// answered with Opus only.
+func TestCallPCMUOfferCodecOpus(t *testing.T) {
+	graph := newFakeGraph(t)
+	bot := newTestBot(t, "twilio", 8000, 600)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(callConfig(graph.URL, "ws"+strings.TrimPrefix(bot.URL, "http"), "twilio", "codec opus"), "caddyfile")
+	c, err := caller.New(caller.Config{PCMU: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	signedPost(t, "http://localhost:9080/webhook", connectWebhook("wacid.pcmu-opus", c.Offer()))
+	pre := graph.wait(t, 10*time.Second)
+	session, _ := pre.Body["session"].(map[string]any)
+	answer, _ := session["sdp"].(string)
+	if !strings.Contains(answer, "a=rtpmap:111 opus/48000/2") || strings.Contains(answer, "PCMU") {
+		t.Fatalf("pre_accept answer with codec opus should hold Opus only:\n%s", answer)
+	}
+	signedPost(t, "http://localhost:9080/webhook", terminateWebhook("wacid.pcmu-opus"))
 }
