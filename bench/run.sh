@@ -16,6 +16,9 @@
 #            16 kHz 20 kbit/s Opus, RTCP reports) or pion (the first
 #            release's pion offer, 48 kHz 32 kbit/s)  (default meta)
 #   KEEP=1   keep the temp dir (binaries, Caddyfile, logs, results.jsonl)
+#   PROFILE=1  take a 10 s CPU profile of Caddy in each N's steady state
+#            (from the admin endpoint's /debug/pprof/profile; needs curl)
+#            and print its top functions (go tool pprof -top)
 #
 # For each N it starts the echo floor and runs the load against it, then
 # starts Caddy (whatsapp_calls; the built-in echo bot runs in a second Caddy
@@ -207,7 +210,23 @@ for n in $NS; do
 	pids+=("$caddy")
 	wait_port "$ADMIN_PORT"
 	wait_port "$WEBHOOK_PORT"
+	prof=""
+	if [[ ${PROFILE:-0} == 1 ]]; then
+		(
+			sleep $((n * RAMP_MS / 1000 + 3))
+			curl -fsS -o "$tmp/caddy-$n.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=10"
+		) &
+		prof=$!
+	fi
 	run_load caddy "$WEBHOOK_PORT" "$caddy" "$n" -metrics "http://127.0.0.1:$ADMIN_PORT/metrics" || true
+	if [[ -n $prof ]]; then
+		wait "$prof" || log "N=$n: no profile"
+		if [[ -s $tmp/caddy-$n.pprof ]]; then
+			log "N=$n: CPU profile of caddy (top 40, cumulative and flat)"
+			go tool pprof -top -nodecount=40 "$tmp/caddy" "$tmp/caddy-$n.pprof" >&2 2>/dev/null || true
+			go tool pprof -top -cum -nodecount=60 "$tmp/caddy" "$tmp/caddy-$n.pprof" >"$tmp/caddy-$n.cum" 2>/dev/null || true
+		fi
+	fi
 	stop "$caddy"
 done
 

@@ -283,7 +283,12 @@ func NewOpusDecoder(sampleRate int) (Decoder, error) {
 	if !validBotRate(sampleRate) {
 		return nil, fmt.Errorf("opus decoder: sample rate %d not 8000, 16000 or 24000", sampleRate)
 	}
-	dec, err := gopus.NewDecoder(gopus.DefaultDecoderConfig(sampleRate, 1))
+	// The longest packet (120 ms) at the output rate bounds the decoder's
+	// scratch buffers: gopus's default is 120 ms at 48 kHz, which costs
+	// about 60 KiB more per call at 8 kHz.
+	cfg := gopus.DefaultDecoderConfig(sampleRate, 1)
+	cfg.MaxPacketSamples = sampleRate * maxOpusDuration / 1000
+	dec, err := gopus.NewDecoder(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opus decoder: %w", err)
 	}

@@ -191,12 +191,13 @@ func newAPI(audio webrtc.RTPCodecCapability, pt webrtc.PayloadType, se webrtc.Se
 	if err != nil {
 		return nil, err
 	}
+	// RTCP sender and receiver reports only: pion's stats interceptor
+	// (webrtc.ConfigureStatsInterceptor) feeds PeerConnection.GetStats,
+	// which nothing here reads (the metrics come from Session.Stats), and
+	// it costs a callback and a lock on every packet both ways.
 	reg := &interceptor.Registry{}
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		return nil, fmt.Errorf("rtcp report interceptors: %w", err)
-	}
-	if err := webrtc.ConfigureStatsInterceptor(reg); err != nil {
-		return nil, fmt.Errorf("stats interceptor: %w", err)
 	}
 	return webrtc.NewAPI(
 		webrtc.WithMediaEngine(me),

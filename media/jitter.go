@@ -165,6 +165,11 @@ func newCallerPath(dec Decoder, rate, clock int, b botAudio, dtmf func([]DTMFEve
 	}
 }
 
+// pending reports whether packets or frames wait for a later tick.
+func (c *callerPath) pending() bool {
+	return len(c.ro.held) > 0 || len(c.fifo.frames) > 0
+}
+
 // tick releases every packet that is due at now, decodes it (concealing
 // losses), and sends the bot every decoded frame (flush) or one frame, more
 // if more than maxBacklog would be left waiting. It returns an error only

@@ -121,11 +121,12 @@ type Session struct {
 	caller   *callerPath
 	gate     playoutGate
 
-	ready     chan struct{} // closed once NewSession has finished building s
-	stateCh   chan struct{} // size 1: a PeerConnection state change is pending; coalesced
-	pcState   atomic.Int32  // latest webrtc.PeerConnectionState
-	connected chan struct{} // closed when media first connects
-	reading   atomic.Bool   // an inbound track reader is running
+	ready       chan struct{} // closed once NewSession has finished building s
+	deliverKick chan struct{} // size 1: the caller path has something waiting; coalesced
+	stateCh     chan struct{} // size 1: a PeerConnection state change is pending; coalesced
+	pcState     atomic.Int32  // latest webrtc.PeerConnectionState
+	connected   chan struct{} // closed when media first connects
+	reading     atomic.Bool   // an inbound track reader is running
 
 	done    chan struct{} // closed when the session ends
 	endOnce sync.Once
@@ -180,6 +181,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		ctx:          sctx,
 		cancel:       cancel,
 		ready:        make(chan struct{}),
+		deliverKick:  make(chan struct{}, 1),
 		stateCh:      make(chan struct{}, 1),
 		connected:    make(chan struct{}),
 		done:         make(chan struct{}),

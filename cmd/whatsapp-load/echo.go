@@ -32,6 +32,7 @@ type echoConfig struct {
 	UDPPort       int
 	SetupTimeout  time.Duration
 	MaxBodyBytes  int64
+	PCMU          bool           // answer PCMU (and telephone-event) instead of Opus
 	Verbose       bool           // log each failed call
 	Logger        *log.Logger    // start and stop lines; nil: none
 	readyListener func(net.Addr) // for tests: called once listening
@@ -80,14 +81,19 @@ func (c *echoCall) track() bool {
 }
 
 // newEchoAPI builds the pion API of the floor with the same codecs,
-// interceptors and DTLS role as the media package.
-func newEchoAPI(mux ice.UDPMux) (*webrtc.API, error) {
+// interceptors (RTCP reports, no stats) and DTLS role as the media package.
+func newEchoAPI(mux ice.UDPMux, pcmu bool) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
+	// No Opus fmtp, as in the media package: pion drops Opus from the
+	// answer when a registered fmtp disagrees with the offer's (WhatsApp's
+	// minptime=20 against minptime=10). With pcmu, PCMU alone, as the
+	// media package answers a PCMU passthrough call.
+	audio := webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111}
+	if pcmu {
+		audio = webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0}
+	}
 	for _, c := range []webrtc.RTPCodecParameters{
-		// No Opus fmtp, as in the media package: pion drops Opus from
-		// the answer when a registered fmtp disagrees with the offer's
-		// (WhatsApp's minptime=20 against minptime=10).
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111},
+		audio,
 		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"}, PayloadType: 126},
 	} {
 		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
@@ -97,9 +103,6 @@ func newEchoAPI(mux ice.UDPMux) (*webrtc.API, error) {
 	reg := &interceptor.Registry{}
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		return nil, fmt.Errorf("rtcp reports: %w", err)
-	}
-	if err := webrtc.ConfigureStatsInterceptor(reg); err != nil {
-		return nil, fmt.Errorf("stats interceptor: %w", err)
 	}
 	var se webrtc.SettingEngine
 	// WhatsApp's offer says a=setup:actpass; answer a=setup:active.
@@ -143,7 +146,7 @@ func serveEcho(ctx context.Context, cfg echoConfig) error {
 		mux = webrtc.NewICEUDPMux(nil, conn)
 		defer mux.Close()
 	}
-	api, err := newEchoAPI(mux)
+	api, err := newEchoAPI(mux, cfg.PCMU)
 	if err != nil {
 		return err
 	}

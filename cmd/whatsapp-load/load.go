@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 )
@@ -50,9 +51,12 @@ type loadConfig struct {
 	SetupTimeout  time.Duration
 	Drain         time.Duration
 	PID           int
+	BotPID        int // the bot's process, whose CPU is reported; 0: none
 	// Caller is the shape of the callers (internal/caller): Meta by
 	// default, Pion for the first release's callers.
 	Caller caller.Shape
+	// PCMU makes the callers offer PCMU besides Opus (caller.Config.PCMU).
+	PCMU bool
 }
 
 // runner runs the calls of one load.
@@ -84,6 +88,7 @@ func runLoad(ctx context.Context, cfg loadConfig, diag io.Writer) (Report, error
 	if err != nil {
 		return Report{}, err
 	}
+	pcmuPackets := probePCMUPackets()
 	var rssBefore *int64
 	if cfg.PID > 0 {
 		s, err := readProc(cfg.PID)
@@ -130,6 +135,7 @@ func runLoad(ctx context.Context, cfg loadConfig, diag io.Writer) (Report, error
 	}()
 
 	p := newPacer(packets, probeSilencePackets)
+	p.pcmuPackets = pcmuPackets
 	pctx, stopPacer := context.WithCancel(ctx)
 	paced := make(chan struct{})
 	go func() {
@@ -147,7 +153,7 @@ func runLoad(ctx context.Context, cfg loadConfig, diag io.Writer) (Report, error
 		firstErr: map[string]error{},
 	}
 	drops0, dropsErr := readUDPRcvbufErrors()
-	samples := &sampler{pid: cfg.PID}
+	samples := &sampler{pid: cfg.PID, botPID: cfg.BotPID}
 	sctx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
 	go func() {
@@ -247,9 +253,10 @@ func (r *runner) call(ctx context.Context, i int) (res callResult) {
 	if err != nil {
 		return callResult{reason: r.fail("probe", err)}
 	}
-	c, err := caller.New(caller.Config{Shape: r.cfg.Caller, Lite: true, OnAudio: func(p *rtp.Packet) {
-		pr.observe(p.Payload, time.Now())
-		if len(p.Payload) > silenceFrameLen {
+	c, err := caller.New(caller.Config{Shape: r.cfg.Caller, Lite: true, PCMU: r.cfg.PCMU, OnAudio: func(p *rtp.Packet) {
+		pcmu := p.PayloadType == caller.PCMUPT
+		pr.observe(p.Payload, pcmu, time.Now())
+		if audibleAudio(p.Payload, pcmu) {
 			audible.Add(1)
 		}
 	}})
@@ -354,6 +361,7 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // (under pacer.mu); done is closed when the hold ends.
 type stream struct {
 	c     *caller.Caller
+	pcmu  bool   // the answer picked PCMU
 	probe *probe // nil: no latency probe
 	end   time.Time
 	next  int
@@ -365,6 +373,9 @@ type stream struct {
 // single ticker, which is far cheaper than a ticker per call.
 type pacer struct {
 	packets [][]byte
+	// pcmuPackets are the same loop as 20 ms PCMU packets, for calls
+	// whose answer picked PCMU.
+	pcmuPackets [][]byte
 	// onset is the index of the packet that starts a latency probe: the
 	// first loud one after silence. A stream's probe is told when it sends
 	// it, once the stream has sent the whole silence before it.
@@ -384,7 +395,7 @@ func newPacer(packets [][]byte, onset int) *pacer {
 // starts. i staggers the starting packet so that calls do not all say the
 // same thing at once.
 func (p *pacer) add(c *caller.Caller, pr *probe, end time.Time, i int) *stream {
-	s := &stream{c: c, probe: pr, end: end, next: (i * 7) % len(p.packets), done: make(chan struct{})}
+	s := &stream{c: c, pcmu: c.Codec() == webrtc.MimeTypePCMU, probe: pr, end: end, next: (i * 7) % len(p.packets), done: make(chan struct{})}
 	p.mu.Lock()
 	p.streams[s] = struct{}{}
 	p.mu.Unlock()
@@ -413,7 +424,13 @@ func (p *pacer) tick(now time.Time) {
 		if s.probe != nil && s.next == p.onset && s.sent >= uint64(p.onset) {
 			s.probe.onset(time.Now())
 		}
-		if s.c.SendOpus(p.packets[s.next]) == nil {
+		var err error
+		if s.pcmu {
+			err = s.c.SendPCMU(p.pcmuPackets[s.next])
+		} else {
+			err = s.c.SendOpus(p.packets[s.next])
+		}
+		if err == nil {
 			s.sent++
 		}
 		s.next = (s.next + 1) % len(p.packets)

@@ -108,7 +108,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.load.SetupTimeout, "setup-timeout", 20*time.Second, "budget from the connect webhook to accept")
 	fs.DurationVar(&o.load.Drain, "drain", 10*time.Second, "after the run, wait this long at most for the target's active calls to drop (with -metrics)")
 	fs.IntVar(&o.load.PID, "pid", 0, "target `pid` whose CPU (/proc/<pid>/stat) and VmRSS are measured; 0: none")
+	fs.IntVar(&o.load.BotPID, "bot-pid", 0, "the bot's `pid`, whose CPU over the window is reported; 0: none")
 	fs.BoolVar(&o.jsonOut, "json", false, "also print the result as one JSON line")
+	fs.BoolVar(&o.load.PCMU, "pcmu", false, "Meta-shaped callers also offer PCMU (payload type 0, as with WhatsApp's calling.audio.additional_codecs) and send PCMU when the answer picks it; with -serve-echo: the floor answers PCMU")
 	shape := fs.String("caller", caller.Meta.String(), "shape of the callers: meta (WhatsApp's offer, ICE-lite, 16 kHz 20 kbit/s Opus, RTCP reports) or pion (the first release's pion offer, 48 kHz 32 kbit/s); also for -opus-cost")
 	// Echo floor.
 	fs.StringVar(&o.echo.Listen, "serve-echo", "", "run the baseline echo target with its webhook on this `address` instead of a load")
@@ -138,6 +140,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-caller: %w", err)
 	}
 	o.echo.AppSecret = o.load.AppSecret
+	o.echo.PCMU = o.load.PCMU
+	if o.load.PCMU && o.load.Caller != caller.Meta && o.echo.Listen == "" {
+		return o, errors.New("-pcmu needs -caller meta")
+	}
 	o.echo.SetupTimeout = o.load.SetupTimeout
 	o.echo.MaxBodyBytes = 1 << 20
 

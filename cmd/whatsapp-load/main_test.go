@@ -462,6 +462,9 @@ func TestMarkdownTable(t *testing.T) {
 			Underruns: f(3), CPUCoresPerCall: f(0.012), TargetCPUCores: f(2.988), RSSBeforeKiB: i(20_000), RSSSteadyKiB: i(71_200), RSSPerCallKiB: f(205.6),
 			Failures: map[string]int{"no accept": 1}},
 		{Kind: kindLoad, Label: labelCaddy, Calls: 10, Established: 10, CPUCoresPerCall: f(0.01)},
+		{Kind: kindLoad, Label: labelFloorPCMU, Calls: 250, Established: 250, ReceivedRatio: 1, CPUCoresPerCall: f(0.002)},
+		{Kind: kindLoad, Label: labelCaddyPCMU, Calls: 250, Established: 250, ReceivedRatio: 1, CPUCoresPerCall: f(0.0025),
+			LoadCPUCores: f(0.4), BotCPUCores: f(0.3)},
 	}
 	opus := &OpusCost{Kind: kindOpusCost, CoresPerCall: 0.004}
 	if v, ok := overheadRatio(&reports[1], &reports[0], opus); !ok || math.Abs(v-2) > 1e-9 {
@@ -473,16 +476,17 @@ func TestMarkdownTable(t *testing.T) {
 	out := markdownTable(reports, opus)
 	for _, want := range []string{
 		"| 10 | 10/10 |",
-		"| 250 | 249/250 (floor 250/250) | 250/400 (floor 200/300) | 0.999 (floor 1.000) | 3 | 0.01200 | 0.00200 | 0.00400 | 2.00 | 206 (floor 100) | 41.2/60.0, 2 missed (floor 1.2/3.0) | 20.0 |",
-		"| 10 | 10/10 | 0/0 | 0.000 | n/a | 0.01000 | n/a | 0.00400 | n/a | n/a | n/a | n/a |",
-		"250-call target: caddy established 249/250, 2.99 cores in total, RSS +50.0 MiB",
+		"| opus | 250 | 249/250 (floor 250/250) | 250/400 (floor 200/300) | 0.999 (floor 1.000) | 3 | 0.01200 | 0.00200 | 0.00400 | 2.00 | 206 (floor 100) | 41.2/60.0, 2 missed (floor 1.2/3.0) | 20.0/28.5 | n/a + n/a |",
+		"| opus | 10 | 10/10 | 0/0 | 0.000 | n/a | 0.01000 | n/a | 0.00400 | n/a | n/a | n/a | n/a | n/a + n/a |",
+		"| pcmu | 250 | 250/250 (floor 250/250) | 0/0 (floor 0/0) | 1.000 (floor 1.000) | n/a | 0.00250 | 0.00200 | 0 | 1.25 | n/a (floor n/a) | n/a (floor n/a) | n/a | 0.40 + 0.30 |",
+		"250-call target (opus): caddy established 249/250, 2.99 cores in total, RSS +50.0 MiB",
 		"failures map[no accept:1]",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdownTable() =\n%s\nwant it to contain %q", out, want)
 		}
 	}
-	if strings.Index(out, "| 10 |") > strings.Index(out, "| 250 |") {
+	if strings.Index(out, "| opus | 10 |") > strings.Index(out, "| opus | 250 |") || strings.Index(out, "| opus | 250 |") > strings.Index(out, "| pcmu | 250 |") {
 		t.Errorf("rows not sorted by N:\n%s", out)
 	}
 

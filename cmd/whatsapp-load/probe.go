@@ -4,6 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/zaf/g711"
+
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
 )
@@ -46,6 +48,41 @@ func probePackets(shape caller.Shape) ([][]byte, error) {
 	pcm = append(pcm, speech[onset:]...)
 	pcm = append(pcm, speech[:onset]...)
 	return codec.encodeAll(pcm[:probeCycle*f])
+}
+
+// probePCMUPackets is probePackets for PCMU calls: the same loop
+// synthesised at 8 kHz, as 20 ms packets of 160 mu-law bytes.
+func probePCMUPackets() [][]byte {
+	const rate = 8000
+	f := caller.PCMUFrame
+	onset := rate / 8
+	speech := speechPCM(rate, speechSeconds)
+	pcm := make([]int16, probeSilencePackets*f, probeCycle*f)
+	pcm = append(pcm, speech[onset:]...)
+	pcm = append(pcm, speech[:onset]...)
+	packets := make([][]byte, probeCycle)
+	for i := range packets {
+		b := make([]byte, f)
+		for j, s := range pcm[i*f : (i+1)*f] {
+			b[j] = g711.EncodeUlawFrame(s)
+		}
+		packets[i] = b
+	}
+	return packets
+}
+
+// audibleAudio reports whether an echoed packet carries sound: Opus larger
+// than the silence frame, or PCMU with a code other than zero (0xFF, 0x7F).
+func audibleAudio(payload []byte, pcmu bool) bool {
+	if !pcmu {
+		return len(payload) > silenceFrameLen
+	}
+	for _, u := range payload {
+		if u != 0xFF && u != 0x7F {
+			return true
+		}
+	}
+	return false
 }
 
 // peak returns the largest sample magnitude of pcm.
@@ -97,7 +134,7 @@ func (p *probe) onset(at time.Time) {
 
 // observe looks at one echoed packet arriving at at: while a probe waits,
 // the first packet that decodes loud completes it.
-func (p *probe) observe(payload []byte, at time.Time) {
+func (p *probe) observe(payload []byte, pcmu bool, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.armed {
@@ -108,7 +145,16 @@ func (p *probe) observe(payload []byte, at time.Time) {
 		p.missed++
 		return
 	}
-	n, err := p.dec.Decode(payload, p.pcm)
+	var n int
+	var err error
+	if pcmu {
+		n = min(len(payload), len(p.pcm))
+		for i, u := range payload[:n] {
+			p.pcm[i] = g711.DecodeUlawFrame(u)
+		}
+	} else {
+		n, err = p.dec.Decode(payload, p.pcm)
+	}
 	if err != nil || peak(p.pcm[:n]) < loudPeak {
 		return
 	}

@@ -89,7 +89,7 @@ func TestProbe(t *testing.T) {
 		{
 			name: "loud echo before onset is ignored",
 			run: func(p *probe) {
-				p.observe(loud, at(0))
+				p.observe(loud, false, at(0))
 			},
 			now: at(time.Second),
 		},
@@ -97,9 +97,9 @@ func TestProbe(t *testing.T) {
 			name: "first loud echo after onset",
 			run: func(p *probe) {
 				p.onset(at(0))
-				p.observe(quiet, at(10*time.Millisecond))
-				p.observe(loud, at(45*time.Millisecond))
-				p.observe(loud, at(65*time.Millisecond)) // probe done
+				p.observe(quiet, false, at(10*time.Millisecond))
+				p.observe(loud, false, at(45*time.Millisecond))
+				p.observe(loud, false, at(65*time.Millisecond)) // probe done
 			},
 			now:      at(time.Second),
 			wantRTTs: []time.Duration{45 * time.Millisecond},
@@ -108,9 +108,9 @@ func TestProbe(t *testing.T) {
 			name: "two probes",
 			run: func(p *probe) {
 				p.onset(at(0))
-				p.observe(loud, at(30*time.Millisecond))
+				p.observe(loud, false, at(30*time.Millisecond))
 				p.onset(at(4 * time.Second))
-				p.observe(loud, at(4*time.Second+50*time.Millisecond))
+				p.observe(loud, false, at(4*time.Second+50*time.Millisecond))
 			},
 			now:      at(5 * time.Second),
 			wantRTTs: []time.Duration{30 * time.Millisecond, 50 * time.Millisecond},
@@ -120,7 +120,7 @@ func TestProbe(t *testing.T) {
 			run: func(p *probe) {
 				p.onset(at(0))
 				p.onset(at(4 * time.Second))
-				p.observe(loud, at(4*time.Second+20*time.Millisecond))
+				p.observe(loud, false, at(4*time.Second+20*time.Millisecond))
 			},
 			now:        at(5 * time.Second),
 			wantRTTs:   []time.Duration{20 * time.Millisecond},
@@ -130,7 +130,7 @@ func TestProbe(t *testing.T) {
 			name: "echo after the timeout is missed",
 			run: func(p *probe) {
 				p.onset(at(0))
-				p.observe(loud, at(probeTimeout+time.Millisecond))
+				p.observe(loud, false, at(probeTimeout+time.Millisecond))
 			},
 			now:        at(3 * time.Second),
 			wantMissed: 1,
@@ -139,7 +139,7 @@ func TestProbe(t *testing.T) {
 			name: "pending probe at the end is missed only after the timeout",
 			run: func(p *probe) {
 				p.onset(at(0))
-				p.observe(quiet, at(20*time.Millisecond))
+				p.observe(quiet, false, at(20*time.Millisecond))
 			},
 			now: at(time.Second),
 		},
@@ -169,5 +169,34 @@ func TestProbe(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestProbePCMU: a PCMU call's probe loop is 160-byte packets whose onset
+// is loud, and an echoed PCMU packet completes a probe once it is loud.
+func TestProbePCMU(t *testing.T) {
+	packets := probePCMUPackets()
+	if len(packets) != probeCycle {
+		t.Fatalf("%d packets; want %d", len(packets), probeCycle)
+	}
+	for i, p := range packets {
+		if len(p) != 160 {
+			t.Fatalf("packet %d has %d bytes; want 160", i, len(p))
+		}
+	}
+	if audibleAudio(packets[0], true) || !audibleAudio(packets[probeSilencePackets], true) {
+		t.Error("silence counts as audible or the onset does not")
+	}
+	p, err := newProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	p.onset(start)
+	p.observe(packets[0], true, start.Add(10*time.Millisecond))
+	p.observe(packets[probeSilencePackets], true, start.Add(30*time.Millisecond))
+	rtts, missed := p.results(start.Add(40 * time.Millisecond))
+	if len(rtts) != 1 || rtts[0] != 30*time.Millisecond || missed != 0 {
+		t.Errorf("rtts %v missed %d; want [30ms] and 0", rtts, missed)
 	}
 }

@@ -111,6 +111,9 @@ type Report struct {
 	// LoadCPUCores is this tool's own CPU use over the window, to judge
 	// whether the load generator competed with the target.
 	LoadCPUCores *float64 `json:"load_cpu_cores"`
+	// BotCPUCores is the bot process's CPU use over the window (-bot-pid),
+	// nil without one.
+	BotCPUCores *float64 `json:"bot_cpu_cores,omitempty"`
 	// UDPRcvbufErrors is the increase of the host's Udp RcvbufErrors
 	// (/proc/net/snmp) during the calls: datagrams dropped because a
 	// socket's receive buffer was full. It counts every process on the
@@ -152,6 +155,8 @@ type window struct {
 	calls            int // calls streaming through the whole window
 	target0, target1 procSample
 	self0, self1     procSample
+	bot0, bot1       procSample
+	haveBot          bool // bot0 and bot1 are valid (-bot-pid given)
 	ok               bool // the window was measured
 	haveTarget       bool // target0 and target1 are valid (-pid given)
 }
@@ -200,6 +205,10 @@ func buildReport(label string, results []callResult, w window, rssBefore *int64,
 	r.WindowSeconds = round(w.seconds, 2)
 	self := cores(w.self1.cpuTicks-w.self0.cpuTicks, hz, w.seconds)
 	r.LoadCPUCores = &self
+	if w.haveBot {
+		bot := round(cores(w.bot1.cpuTicks-w.bot0.cpuTicks, hz, w.seconds), 3)
+		r.BotCPUCores = &bot
+	}
 	if !w.haveTarget {
 		return r
 	}
@@ -258,6 +267,9 @@ func (r Report) Human() string {
 	}
 	if r.RSSPerCallKiB != nil {
 		fmt.Fprintf(&b, "; RSS %d -> %d KiB (%.0f KiB/call)", *r.RSSBeforeKiB, *r.RSSSteadyKiB, *r.RSSPerCallKiB)
+	}
+	if r.BotCPUCores != nil {
+		fmt.Fprintf(&b, "; bot %.3f cores", *r.BotCPUCores)
 	}
 	if r.LoadCPUCores != nil {
 		fmt.Fprintf(&b, "; load tool %.3f cores", *r.LoadCPUCores)

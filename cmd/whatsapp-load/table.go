@@ -9,15 +9,19 @@ import (
 	"strings"
 )
 
-// Labels the bench script gives its two targets.
+// Labels the bench script gives its targets: Opus calls against the floor
+// and Caddy, and PCMU passthrough calls against the PCMU floor and Caddy.
 const (
-	labelCaddy = "caddy"
-	labelFloor = "floor"
+	labelCaddy     = "caddy"
+	labelFloor     = "floor"
+	labelCaddyPCMU = "caddy-pcmu"
+	labelFloorPCMU = "floor-pcmu"
 )
 
-// benchRow pairs the caddy and floor runs of one call count.
+// benchRow pairs the caddy and floor runs of one call count and codec.
 type benchRow struct {
 	n            int
+	pcmu         bool
 	caddy, floor *Report
 }
 
@@ -60,39 +64,59 @@ func readResults(r io.Reader) (reports []Report, opus *OpusCost, err error) {
 	return reports, opus, nil
 }
 
-// benchRows groups reports by call count, the latest of each label winning.
+// benchRows groups reports by codec and call count, the latest of each
+// label winning: Opus rows first, then PCMU rows, each by N.
 func benchRows(reports []Report) []benchRow {
-	byN := map[int]*benchRow{}
+	type key struct {
+		pcmu bool
+		n    int
+	}
+	byKey := map[key]*benchRow{}
 	for i := range reports {
 		rep := &reports[i]
-		row := byN[rep.Calls]
+		pcmu := rep.Label == labelCaddyPCMU || rep.Label == labelFloorPCMU
+		k := key{pcmu, rep.Calls}
+		row := byKey[k]
 		if row == nil {
-			row = &benchRow{n: rep.Calls}
-			byN[rep.Calls] = row
+			row = &benchRow{n: rep.Calls, pcmu: pcmu}
+			byKey[k] = row
 		}
 		switch rep.Label {
-		case labelCaddy:
+		case labelCaddy, labelCaddyPCMU:
 			row.caddy = rep
-		case labelFloor:
+		case labelFloor, labelFloorPCMU:
 			row.floor = rep
 		}
 	}
-	rows := make([]benchRow, 0, len(byN))
-	for _, r := range byN {
+	rows := make([]benchRow, 0, len(byKey))
+	for _, r := range byKey {
 		rows = append(rows, *r)
 	}
-	slices.SortFunc(rows, func(a, b benchRow) int { return a.n - b.n })
+	slices.SortFunc(rows, func(a, b benchRow) int {
+		if a.pcmu != b.pcmu {
+			if a.pcmu {
+				return 1
+			}
+			return -1
+		}
+		return a.n - b.n
+	})
 	return rows
 }
 
 // overheadRatio is caddy's CPU per call over the floor's plus the Opus
 // transcoding cost: how far whatsapp_calls is from the transport floor with
 // the unavoidable codec work added. ok is false when a part is missing.
+//
+// For PCMU passthrough rows (opus nil) the floor is the pion echo alone.
 func overheadRatio(caddy, floor *Report, opus *OpusCost) (float64, bool) {
-	if caddy == nil || floor == nil || opus == nil || caddy.CPUCoresPerCall == nil || floor.CPUCoresPerCall == nil {
+	if caddy == nil || floor == nil || caddy.CPUCoresPerCall == nil || floor.CPUCoresPerCall == nil {
 		return 0, false
 	}
-	den := *floor.CPUCoresPerCall + opus.CoresPerCall
+	den := *floor.CPUCoresPerCall
+	if opus != nil {
+		den += opus.CoresPerCall
+	}
 	if den <= 0 {
 		return 0, false
 	}
@@ -100,13 +124,14 @@ func overheadRatio(caddy, floor *Report, opus *OpusCost) (float64, bool) {
 }
 
 // addedLatency is the latency whatsapp_calls adds per direction: half the
-// difference of the caddy and floor median echo round trips (with the echo
-// bot's delay near 0). ok is false when either run measured no round trip.
-func addedLatency(caddy, floor *Report) (float64, bool) {
+// difference of the caddy and floor echo round trips (with the echo bot's
+// delay near 0), at the median and at p99. ok is false when either run
+// measured no round trip.
+func addedLatency(caddy, floor *Report) (p50, p99 float64, ok bool) {
 	if caddy == nil || floor == nil || caddy.EchoRTTMS.N == 0 || floor.EchoRTTMS.N == 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	return (caddy.EchoRTTMS.P50 - floor.EchoRTTMS.P50) / 2, true
+	return (caddy.EchoRTTMS.P50 - floor.EchoRTTMS.P50) / 2, (caddy.EchoRTTMS.P99 - floor.EchoRTTMS.P99) / 2, true
 }
 
 // rttCell renders a report's echo round trip as "p50/p99", n/a without
@@ -122,8 +147,10 @@ func rttCell(r *Report) string {
 	return s
 }
 
-// markdownTable renders the bench results: one row per call count, plus a
-// line for the 250-call target when it was run.
+// markdownTable renders the bench results: one row per codec and call
+// count, plus a line for the 250-call target when it was run. The ratio is
+// to the same run's floor: the pion echo plus the Opus codec cost for Opus
+// rows, the pion echo alone for PCMU passthrough rows.
 func markdownTable(reports []Report, opus *OpusCost) string {
 	na := "n/a"
 	f := func(v *float64, format string) string {
@@ -133,16 +160,22 @@ func markdownTable(reports []Report, opus *OpusCost) string {
 		return fmt.Sprintf(format, *v)
 	}
 	var b strings.Builder
-	b.WriteString("| N | established | setup p50/p99 ms | received ratio | underruns | CPU cores/call (caddy) | CPU cores/call (floor) | opus cost cores/call | caddy/(floor+opus) | RSS/call KiB | echo RTT p50/p99 ms | added latency/direction ms ((caddy p50 - floor p50)/2) |\n")
-	b.WriteString("| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |\n")
-	opusCell := na
-	if opus != nil {
-		opusCell = fmt.Sprintf("%.5f", opus.CoresPerCall)
-	}
+	b.WriteString("| codec | N | established | setup p50/p99 ms | received ratio | underruns | CPU cores/call (caddy) | CPU cores/call (floor) | opus cost cores/call | caddy/floor ratio | RSS/call KiB | echo RTT p50/p99 ms | added latency/direction p50/p99 ms | load tool + bot cores |\n")
+	b.WriteString("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |\n")
 	rows := benchRows(reports)
 	for _, row := range rows {
 		c, fl := row.caddy, row.floor
-		est, setup, recv, under, cpuC, cpuF, rss, rtt := na, na, na, na, na, na, na, na
+		codec, rowOpus := "opus", opus
+		if row.pcmu {
+			codec, rowOpus = "pcmu", nil
+		}
+		opusCell := na
+		if rowOpus != nil {
+			opusCell = fmt.Sprintf("%.5f", rowOpus.CoresPerCall)
+		} else if row.pcmu {
+			opusCell = "0"
+		}
+		est, setup, recv, under, cpuC, cpuF, rss, rtt, side := na, na, na, na, na, na, na, na, na
 		if c != nil {
 			est = fmt.Sprintf("%d/%d", c.Established, c.Calls)
 			setup = fmt.Sprintf("%.0f/%.0f", c.AcceptMS.P50, c.AcceptMS.P99)
@@ -151,6 +184,7 @@ func markdownTable(reports []Report, opus *OpusCost) string {
 			cpuC = f(c.CPUCoresPerCall, "%.5f")
 			rss = f(c.RSSPerCallKiB, "%.0f")
 			rtt = rttCell(c)
+			side = f(c.LoadCPUCores, "%.2f") + " + " + f(c.BotCPUCores, "%.2f")
 		}
 		if fl != nil {
 			est += fmt.Sprintf(" (floor %d/%d)", fl.Established, fl.Calls)
@@ -161,21 +195,25 @@ func markdownTable(reports []Report, opus *OpusCost) string {
 			rtt += " (floor " + rttCell(fl) + ")"
 		}
 		ratio := na
-		if v, ok := overheadRatio(c, fl, opus); ok {
+		if v, ok := overheadRatio(c, fl, rowOpus); ok && (rowOpus != nil || row.pcmu) {
 			ratio = fmt.Sprintf("%.2f", v)
 		}
 		added := na
-		if v, ok := addedLatency(c, fl); ok {
-			added = fmt.Sprintf("%.1f", v)
+		if p50, p99, ok := addedLatency(c, fl); ok {
+			added = fmt.Sprintf("%.1f/%.1f", p50, p99)
 		}
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", row.n, est, setup, recv, under, cpuC, cpuF, opusCell, ratio, rss, rtt, added)
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", codec, row.n, est, setup, recv, under, cpuC, cpuF, opusCell, ratio, rss, rtt, added, side)
 	}
 	for _, row := range rows {
 		if row.n != 250 || row.caddy == nil {
 			continue
 		}
 		c := row.caddy
-		fmt.Fprintf(&b, "\n250-call target: caddy established %d/%d", c.Established, c.Calls)
+		codec := "opus"
+		if row.pcmu {
+			codec = "pcmu"
+		}
+		fmt.Fprintf(&b, "\n250-call target (%s): caddy established %d/%d", codec, c.Established, c.Calls)
 		if c.TargetCPUCores != nil {
 			fmt.Fprintf(&b, ", %.2f cores in total", *c.TargetCPUCores)
 		}

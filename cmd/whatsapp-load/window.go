@@ -10,15 +10,17 @@ import (
 // timedSample is one reading of the target's and this process's /proc
 // files.
 type timedSample struct {
-	at           time.Time
-	target, self procSample
-	ok           bool // both reads succeeded
+	at                time.Time
+	target, self, bot procSample
+	ok                bool // the target's and this process's reads succeeded
+	botOK             bool // the bot's read succeeded
 }
 
 // sampler reads /proc periodically during a run, so that the steady-state
 // window can be chosen afterwards, when every call's timeline is known.
 type sampler struct {
-	pid int // target; 0: only this process
+	pid    int // target; 0: only this process
+	botPID int // the bot's process; 0: none
 
 	mu      sync.Mutex
 	samples []timedSample
@@ -47,6 +49,10 @@ func (s *sampler) take() {
 	if ts.ok && s.pid > 0 {
 		ts.target, err = readProc(s.pid)
 		ts.ok = err == nil
+	}
+	if s.botPID > 0 {
+		ts.bot, err = readProc(s.botPID)
+		ts.botOK = err == nil
 	}
 	s.mu.Lock()
 	s.samples = append(s.samples, ts)
@@ -118,6 +124,7 @@ func chooseWindow(results []callResult, samples []timedSample, haveTarget bool) 
 		seconds: s1.at.Sub(s0.at).Seconds(),
 		target0: s0.target, target1: s1.target,
 		self0: s0.self, self1: s1.self,
+		bot0: s0.bot, bot1: s1.bot, haveBot: s0.botOK && s1.botOK,
 		ok: true, haveTarget: haveTarget,
 	}, note
 }
