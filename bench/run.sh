@@ -3,11 +3,14 @@
 # compare it with the transport floor (a plain pion RTP echo answerer) in
 # the same run. Everything runs on loopback. Needs Go and bash.
 #
-#   bench/run.sh                 # N = 10 50 100 200
-#   NS="10 50 250" bench/run.sh  # other call counts (250 adds the target line)
+#   bench/run.sh                 # N = 20 100 250, Opus and PCMU passthrough
+#   NS="10 50" PCMU_NS= bench/run.sh  # other call counts, no PCMU rows
 #
 # Environment:
-#   NS       call counts to run                  (default "10 50 100 200")
+#   NS       call counts to run with Opus         (default "20 100 250")
+#   PCMU_NS  call counts to run with PCMU passthrough: the callers also
+#            offer PCMU (as WhatsApp does with additional_codecs), the
+#            floor echoes PCMU, Caddy answers PCMU (default: NS)
 #   HOLD     seconds each call streams audio     (default 20)
 #   RAMP_MS  milliseconds of ramp per call       (default 20: 200 calls start over 4 s)
 #   CADDY_UDP_PORT  whatsapp_calls udp_port; 0 = a port per call (default 3478)
@@ -32,7 +35,8 @@
 # is the latency whatsapp_calls adds per direction.
 set -euo pipefail
 
-NS=${NS:-"10 50 100 200"}
+NS=${NS:-"20 100 250"}
+PCMU_NS=${PCMU_NS-$NS}
 HOLD=${HOLD:-20}
 RAMP_MS=${RAMP_MS:-20}
 CALLER=${CALLER:-meta}
@@ -168,7 +172,8 @@ export XDG_CONFIG_HOME=$tmp/config XDG_DATA_HOME=$tmp/data
 }
 
 "$tmp/caddy" run --config "$tmp/bot.Caddyfile" --adapter caddyfile >"$tmp/bot.stdout" 2>&1 &
-pids+=("$!")
+botpid=$!
+pids+=("$botpid")
 wait_port "$BOT_PORT"
 
 log "measuring the Opus transcoding cost"
@@ -194,18 +199,25 @@ run_load() {
 	tail -n1 "$out" >>"$results"
 }
 
-for n in $NS; do
-	log "N=$n: floor (pion echo)"
+# run_pair N CODEC: the floor and then Caddy at N calls; CODEC is opus or
+# pcmu (the callers offer PCMU too, the floor echoes PCMU).
+run_pair() {
+	local n=$1 codec=$2 suffix="" pcmu=()
+	if [[ $codec == pcmu ]]; then
+		suffix=-pcmu
+		pcmu=(-pcmu)
+	fi
+	log "N=$n $codec: floor (pion echo)"
 	"$load" -serve-echo "127.0.0.1:$FLOOR_PORT" -graph-url "http://$GRAPH_ADDR" \
-		-app-secret "$APP_SECRET" -udp-port "$FLOOR_UDP_PORT" -v 2>"$tmp/floor-$n.log" &
+		-app-secret "$APP_SECRET" -udp-port "$FLOOR_UDP_PORT" "${pcmu[@]}" -v 2>"$tmp/floor$suffix-$n.log" &
 	floor=$!
 	pids+=("$floor")
 	wait_port "$FLOOR_PORT"
-	run_load floor "$FLOOR_PORT" "$floor" "$n" || true
+	run_load "floor$suffix" "$FLOOR_PORT" "$floor" "$n" "${pcmu[@]}" || true
 	stop "$floor"
 
-	log "N=$n: caddy (whatsapp_calls; echo bot in another process)"
-	"$tmp/caddy" run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy-$n.stdout" 2>&1 &
+	log "N=$n $codec: caddy (whatsapp_calls; echo bot in another process)"
+	"$tmp/caddy" run --config "$tmp/Caddyfile" --adapter caddyfile >"$tmp/caddy$suffix-$n.stdout" 2>&1 &
 	caddy=$!
 	pids+=("$caddy")
 	wait_port "$ADMIN_PORT"
@@ -214,23 +226,33 @@ for n in $NS; do
 	if [[ ${PROFILE:-0} == 1 ]]; then
 		(
 			sleep $((n * RAMP_MS / 1000 + 3))
-			curl -fsS -o "$tmp/caddy-$n.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=10"
+			curl -fsS -o "$tmp/caddy$suffix-$n.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=10"
 		) &
 		prof=$!
 	fi
-	run_load caddy "$WEBHOOK_PORT" "$caddy" "$n" -metrics "http://127.0.0.1:$ADMIN_PORT/metrics" || true
+	run_load "caddy$suffix" "$WEBHOOK_PORT" "$caddy" "$n" -bot-pid "$botpid" "${pcmu[@]}" \
+		-metrics "http://127.0.0.1:$ADMIN_PORT/metrics" || true
 	if [[ -n $prof ]]; then
 		wait "$prof" || log "N=$n: no profile"
-		if [[ -s $tmp/caddy-$n.pprof ]]; then
-			log "N=$n: CPU profile of caddy (top 40, cumulative and flat)"
-			go tool pprof -top -nodecount=40 "$tmp/caddy" "$tmp/caddy-$n.pprof" >&2 2>/dev/null || true
-			go tool pprof -top -cum -nodecount=60 "$tmp/caddy" "$tmp/caddy-$n.pprof" >"$tmp/caddy-$n.cum" 2>/dev/null || true
+		if [[ -s $tmp/caddy$suffix-$n.pprof ]]; then
+			log "N=$n $codec: CPU profile of caddy (top 40)"
+			go tool pprof -top -nodecount=40 "$tmp/caddy" "$tmp/caddy$suffix-$n.pprof" >&2 2>/dev/null || true
+			go tool pprof -top -cum -nodecount=60 "$tmp/caddy" "$tmp/caddy$suffix-$n.pprof" >"$tmp/caddy$suffix-$n.cum" 2>/dev/null || true
 		fi
 	fi
 	stop "$caddy"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
+for n in $NS; do
+	run_pair "$n" opus
 done
+for n in $PCMU_NS; do
+	run_pair "$n" pcmu
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')
 
 echo
-echo "whatsapp_calls vs the pion echo floor, $CALLER callers, ${HOLD} s per call, ramp ${RAMP_MS} ms/call, $(nproc 2>/dev/null || echo '?') CPUs"
+echo "whatsapp_calls vs the pion echo floor, $CALLER callers, ${HOLD} s per call, ramp ${RAMP_MS} ms/call, $(nproc 2>/dev/null || echo '?') CPUs, load average $load_before before and $load_after after"
 echo
 "$load" -table "$results"

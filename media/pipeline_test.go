@@ -494,3 +494,50 @@ func BenchmarkBridge(b *testing.B) {
 		})
 	}
 }
+
+// countSink counts the frames written to it.
+type countSink struct{ frames int }
+
+func (c *countSink) WriteAudioAt(context.Context, []int16, int64) error {
+	c.frames++
+	return nil
+}
+
+// BenchmarkBridgePCMU is the media package's share of BenchmarkBridge for a
+// PCMU passthrough call (a twilio bot): one 160-byte caller packet to the
+// bot connection and one bot frame to a 160-byte packet for the caller,
+// with no codec. The twilio wire encoding that follows is media/bot's
+// BenchmarkAppendAudio (without a codec the loop outruns the in-memory
+// bot's reads, so a real Conn would overflow its write queue here).
+func BenchmarkBridgePCMU(b *testing.B) {
+	sink := &countSink{}
+	in := newInbound(pcmuDecoder{}, 8000, pcmuClockRate, sink)
+	p := NewPlayout[bot.Mark](160, 8000)
+	out := newOutbound(pcmuEncoder{}, p, pcmuSilenceFrame)
+	src := speechLike(8000, 50*160, 1)
+	payload := make([]byte, 160)
+	for i, s := range speechLike(8000, 160, 0) {
+		payload[i] = ulawEncode(s)
+	}
+	pk := &rtp.Packet{Header: rtp.Header{PayloadType: pcmuPayloadType}, Payload: payload}
+	due := make([]bot.Mark, 0, 4)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		pk.SequenceNumber, pk.Timestamp = uint16(i), uint32(i*160)
+		if err := in.opus(ctx, pk, false); err != nil {
+			b.Fatal(err)
+		}
+		off := (i % 50) * 160
+		if err := p.Push(src[off : off+160]); err != nil {
+			b.Fatal(err)
+		}
+		if got, _ := out.next(due[:0]); len(got) != 160 {
+			b.Fatalf("packet of %d bytes; want 160", len(got))
+		}
+	}
+	if sink.frames == 0 {
+		b.Fatal("no frame reached the bot side")
+	}
+}

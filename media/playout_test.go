@@ -170,13 +170,13 @@ func TestPlayout(t *testing.T) {
 // keeps nothing of) a push that would pass the limit, and shrinks back once
 // empty.
 func TestPlayoutLimit(t *testing.T) {
-	const limit = 20 * playoutInitial * testFrame // 40 s at 8 kHz
+	const limit = 80 * playoutInitial * testFrame // 40 s at 8 kHz
 	p := NewPlayout[string](testFrame, limit)
 	if got := p.Limit(); got != limit {
 		t.Fatalf("Limit() = %d; want %d", got, limit)
 	}
 	if got := len(p.buf); got != playoutInitial*testFrame {
-		t.Fatalf("initial ring = %d samples; want %d (2 s), memory is taken as needed", got, playoutInitial*testFrame)
+		t.Fatalf("initial ring = %d samples; want %d (0.5 s), memory is taken as needed", got, playoutInitial*testFrame)
 	}
 	frame := make([]int16, testFrame)
 	// Pop a few frames first so that the ring wraps before it grows.
