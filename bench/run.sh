@@ -12,6 +12,9 @@
 #   RAMP_MS  milliseconds of ramp per call       (default 20: 200 calls start over 4 s)
 #   CADDY_UDP_PORT  whatsapp_calls udp_port; 0 = a port per call (default 3478)
 #   FLOOR_UDP_PORT  the floor's shared UDP port; 0 = a port per call (default 3479)
+#   CALLER   the callers' shape: meta (WhatsApp's captured offer, ICE-lite,
+#            16 kHz 20 kbit/s Opus, RTCP reports) or pion (the first
+#            release's pion offer, 48 kHz 32 kbit/s)  (default meta)
 #   KEEP=1   keep the temp dir (binaries, Caddyfile, logs, results.jsonl)
 #
 # For each N it starts the echo floor and runs the load against it, then
@@ -29,6 +32,7 @@ set -euo pipefail
 NS=${NS:-"10 50 100 200"}
 HOLD=${HOLD:-20}
 RAMP_MS=${RAMP_MS:-20}
+CALLER=${CALLER:-meta}
 
 APP_SECRET=bench-app-secret
 PHONE_NUMBER_ID=100000000000001
@@ -165,7 +169,7 @@ pids+=("$!")
 wait_port "$BOT_PORT"
 
 log "measuring the Opus transcoding cost"
-"$load" -opus-cost -json >"$tmp/opus.out"
+"$load" -opus-cost -caller "$CALLER" -json >"$tmp/opus.out"
 head -n1 "$tmp/opus.out" >&2
 tail -n1 "$tmp/opus.out" >>"$results"
 
@@ -178,7 +182,7 @@ run_load() {
 	if ! bounded "$load" -calls "$n" -ramp "$ramp" -duration "${HOLD}s" -pid "$pid" \
 		-webhook "http://127.0.0.1:$port/webhook" -graph "$GRAPH_ADDR" \
 		-app-secret "$APP_SECRET" -phone-number-id "$PHONE_NUMBER_ID" \
-		-label "$label" -json "$@" >"$out" 2>"$tmp/$label-$n.err"; then
+		-label "$label" -caller "$CALLER" -json "$@" >"$out" 2>"$tmp/$label-$n.err"; then
 		log "$label N=$n: load failed"
 		cat "$tmp/$label-$n.err" >&2
 		return 1
@@ -208,6 +212,6 @@ for n in $NS; do
 done
 
 echo
-echo "whatsapp_calls vs the pion echo floor, ${HOLD} s per call, ramp ${RAMP_MS} ms/call, $(nproc 2>/dev/null || echo '?') CPUs"
+echo "whatsapp_calls vs the pion echo floor, $CALLER callers, ${HOLD} s per call, ramp ${RAMP_MS} ms/call, $(nproc 2>/dev/null || echo '?') CPUs"
 echo
 "$load" -table "$results"

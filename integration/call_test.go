@@ -224,7 +224,7 @@ func terminateWebhook(callID string) []byte {
 func placeCall(t *testing.T, webhookURL string, graph *fakeGraph, callID string) *testCall {
 	t.Helper()
 	audio := newCallerAudio(t)
-	c, err := caller.New(caller.Config{Lite: true, OnAudio: audio.onAudio})
+	c, err := caller.New(caller.Config{OnAudio: audio.onAudio})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,23 +256,15 @@ func placeCall(t *testing.T, webhookURL string, graph *fakeGraph, callID string)
 	return &testCall{id: callID, answer: answer, caller: c, audio: audio}
 }
 
-// speak sends d of a tone from the caller, paced in real time.
+// speak sends d of a tone from the caller, paced in real time, encoded as
+// WhatsApp sends it (16 kHz, 20 kbit/s; see caller.Encoder).
 func speak(t *testing.T, c *caller.Caller, freq float64, d time.Duration) {
 	t.Helper()
-	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pkt := make([]byte, 1500)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for i := range int(d / (20 * time.Millisecond)) {
-		pcm := tone.Sine(nil, 48000, freq, 10000, i*960, 960)
-		n, err := enc.EncodeInt16(pcm, pkt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.SendOpus(pkt[:n]); err != nil {
+		pcm := tone.Sine(nil, caller.MetaSampleRate, freq, 10000, i*caller.MetaFrameSamples, caller.MetaFrameSamples)
+		if err := c.SendPCM(pcm); err != nil {
 			t.Fatal(err)
 		}
 		<-tick.C
@@ -282,18 +274,10 @@ func speak(t *testing.T, c *caller.Caller, freq float64, d time.Duration) {
 // speakUntil sends a tone from the caller at the real pace until stop is
 // closed. It reports nothing: the receiving side's checks tell.
 func speakUntil(c *caller.Caller, freq float64, stop <-chan struct{}) {
-	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: 48000, Channels: 1, Application: gopus.ApplicationVoIP})
-	if err != nil {
-		return
-	}
-	pkt := make([]byte, 1500)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for i := 0; ; i++ {
-		n, err := enc.EncodeInt16(tone.Sine(nil, 48000, freq, 10000, i*960, 960), pkt)
-		if err == nil {
-			_ = c.SendOpus(pkt[:n])
-		}
+		_ = c.SendPCM(tone.Sine(nil, caller.MetaSampleRate, freq, 10000, i*caller.MetaFrameSamples, caller.MetaFrameSamples))
 		select {
 		case <-stop:
 			return
@@ -440,7 +424,7 @@ func TestCallRejected(t *testing.T) {
 	const webhook = "http://localhost:9080/webhook"
 
 	t.Run("ICE never connects", func(t *testing.T) {
-		c, err := caller.New(caller.Config{Lite: true})
+		c, err := caller.New(caller.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,7 +445,7 @@ func TestCallRejected(t *testing.T) {
 	})
 
 	t.Run("duplicate connect makes one call", func(t *testing.T) {
-		c, err := caller.New(caller.Config{Lite: true})
+		c, err := caller.New(caller.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

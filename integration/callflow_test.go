@@ -264,7 +264,7 @@ func TestCallGreetingWaitsForAccept(t *testing.T) {
 // what, closed at cleanup.
 func newTimedCaller(t *testing.T, a *timedAudio) *caller.Caller {
 	t.Helper()
-	c, err := caller.New(caller.Config{Lite: true, OnAudio: a.onAudio})
+	c, err := caller.New(caller.Config{OnAudio: a.onAudio})
 	if err != nil {
 		t.Fatal(err)
 	}

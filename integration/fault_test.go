@@ -272,10 +272,11 @@ func waitActive(t *testing.T, want float64) {
 	}
 }
 
-// newLiteCaller returns a WhatsApp-like caller closed at cleanup.
+// newLiteCaller returns a Meta-faithful caller (ICE-lite, Meta's offer; see
+// internal/caller) closed at cleanup.
 func newLiteCaller(t *testing.T, onAudio *callerAudio) *caller.Caller {
 	t.Helper()
-	cfg := caller.Config{Lite: true}
+	cfg := caller.Config{}
 	if onAudio != nil {
 		cfg.OnAudio = onAudio.onAudio
 	}

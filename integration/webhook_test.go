@@ -212,7 +212,7 @@ func TestWebhookServer(t *testing.T) {
 	}
 
 	t.Run("connect with the bot down is rejected once", func(t *testing.T) {
-		c, err := caller.New(caller.Config{Lite: true})
+		c, err := caller.New(caller.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -61,16 +61,65 @@ const (
 	maxOpusDuration = 120 // ms
 )
 
-// silenceFrame is a complete 20 ms Opus packet that decodes to digital
-// silence: TOC 0xF8 (config 31, CELT fullband 20 ms, mono, one frame) followed
-// by a range-coder payload whose silence flag is set. Sending it costs nothing,
-// unlike encoding zeros.
-var silenceFrame = []byte{0xF8, 0xFF, 0xFE}
+// silenceFrames are complete 20 ms Opus packets that decode to digital
+// silence, one per CELT audio bandwidth (RFC 6716 section 3.1): a TOC byte
+// (CELT-only, 20 ms, mono, one frame) followed by a range-coder payload whose
+// silence flag is set. Sending one costs nothing, unlike encoding zeros. CELT
+// has no mediumband configuration, so mediumband uses narrowband's.
+var silenceFrames = [...][]byte{
+	gopus.BandwidthNarrowband:    {0x98, 0xFF, 0xFE}, // config 19: CELT NB 20 ms
+	gopus.BandwidthMediumband:    {0x98, 0xFF, 0xFE}, // config 19: CELT NB 20 ms
+	gopus.BandwidthWideband:      {0xB8, 0xFF, 0xFE}, // config 23: CELT WB 20 ms
+	gopus.BandwidthSuperwideband: {0xD8, 0xFF, 0xFE}, // config 27: CELT SWB 20 ms
+	gopus.BandwidthFullband:      {0xF8, 0xFF, 0xFE}, // config 31: CELT FB 20 ms
+}
+
+// silenceFrame returns the pre-encoded 20 ms silence packet of bandwidth bw,
+// which a Session sends while the bot is quiet. The caller must not modify it.
+func silenceFrame(bw gopus.Bandwidth) []byte {
+	if int(bw) >= len(silenceFrames) {
+		bw = gopus.BandwidthFullband
+	}
+	return silenceFrames[bw]
+}
 
 // SilenceFrame returns a copy of the pre-encoded 20 ms Opus silence packet
-// that a Session sends while the bot is quiet.
-func SilenceFrame() []byte {
-	return append([]byte(nil), silenceFrame...)
+// whose audio bandwidth is the one an encoder at sampleRate codes (8000:
+// narrowband, 16000: wideband, 24000: super-wideband).
+func SilenceFrame(sampleRate int) []byte {
+	return append([]byte(nil), silenceFrame(bandwidthOf(sampleRate))...)
+}
+
+// bandwidthOf returns the widest Opus audio bandwidth that audio sampled at
+// rate Hz carries (RFC 6716 section 2: narrowband is 8 kHz sampling,
+// mediumband 12, wideband 16, super-wideband 24, fullband 48).
+func bandwidthOf(rate int) gopus.Bandwidth {
+	switch {
+	case rate >= 48000:
+		return gopus.BandwidthFullband
+	case rate >= 24000:
+		return gopus.BandwidthSuperwideband
+	case rate >= 16000:
+		return gopus.BandwidthWideband
+	case rate >= 12000:
+		return gopus.BandwidthMediumband
+	}
+	return gopus.BandwidthNarrowband
+}
+
+// bandwidthRate returns the sample rate of an Opus audio bandwidth.
+func bandwidthRate(bw gopus.Bandwidth) int {
+	switch bw {
+	case gopus.BandwidthNarrowband:
+		return 8000
+	case gopus.BandwidthMediumband:
+		return 12000
+	case gopus.BandwidthWideband:
+		return 16000
+	case gopus.BandwidthSuperwideband:
+		return 24000
+	}
+	return 48000
 }
 
 // defaultComplexity returns the encoder complexity used when the
@@ -124,19 +173,60 @@ type opusEncoder struct {
 // only the caller's downlink, where WhatsApp's client conceals loss itself.
 // The decoder still uses the FEC that callers send.
 func NewOpusEncoder(sampleRate, complexity int) (Encoder, error) {
-	return newOpusEncoder(sampleRate, complexity, false)
+	return newOpusEncoder(encoderConfig{rate: sampleRate, complexity: complexity})
 }
 
-// newOpusEncoder is NewOpusEncoder with in-band FEC optional.
-func newOpusEncoder(sampleRate, complexity int, fec bool) (Encoder, error) {
-	if !validBotRate(sampleRate) {
-		return nil, fmt.Errorf("opus encoder: sample rate %d not 8000, 16000 or 24000", sampleRate)
+// encoderConfig configures newOpusEncoder.
+type encoderConfig struct {
+	// rate is the input sample rate: 8000, 16000 or 24000.
+	rate int
+	// complexity is 0-10; negative selects defaultComplexity(rate).
+	complexity int
+	// fec turns on in-band FEC (see NewOpusEncoder for why it is off).
+	fec bool
+	// maxBitrate, if positive, caps the average bitrate (the offer's
+	// maxaveragebitrate; RFC 7587 section 6.1).
+	maxBitrate int
+	// maxPlaybackRate, if positive, caps the coded audio bandwidth to what
+	// a receiver rendering at most that sample rate can play (the offer's
+	// maxplaybackrate).
+	maxPlaybackRate int
+}
+
+// opusMinBitrate is the lowest maxaveragebitrate RFC 7587 allows (section
+// 6.1: 6000 to 510000).
+const opusMinBitrate = 6000
+
+// bitrate returns the average bitrate the encoder targets.
+func (c encoderConfig) bitrate() int {
+	b := opusBitrate(c.rate)
+	if c.maxBitrate > 0 && c.maxBitrate < b {
+		b = max(c.maxBitrate, opusMinBitrate)
 	}
+	return b
+}
+
+// bandwidth returns the widest audio bandwidth the encoder may code: what
+// the input rate carries, narrowed to the receiver's maxplaybackrate.
+func (c encoderConfig) bandwidth() gopus.Bandwidth {
+	rate := c.rate
+	if c.maxPlaybackRate > 0 && c.maxPlaybackRate < rate {
+		rate = c.maxPlaybackRate
+	}
+	return bandwidthOf(rate)
+}
+
+// newOpusEncoder builds the gopus encoder that cfg describes.
+func newOpusEncoder(cfg encoderConfig) (Encoder, error) {
+	if !validBotRate(cfg.rate) {
+		return nil, fmt.Errorf("opus encoder: sample rate %d not 8000, 16000 or 24000", cfg.rate)
+	}
+	complexity := cfg.complexity
 	if complexity < 0 {
-		complexity = defaultComplexity(sampleRate)
+		complexity = defaultComplexity(cfg.rate)
 	}
 	enc, err := gopus.NewEncoder(gopus.EncoderConfig{
-		SampleRate:  sampleRate,
+		SampleRate:  cfg.rate,
 		Channels:    1,
 		Application: gopus.ApplicationVoIP,
 	})
@@ -149,7 +239,7 @@ func newOpusEncoder(sampleRate, complexity int, fec bool) (Encoder, error) {
 	if err := enc.SetSignal(gopus.SignalVoice); err != nil {
 		return nil, fmt.Errorf("opus encoder: %w", err)
 	}
-	if fec {
+	if cfg.fec {
 		if err := enc.SetInBandFEC(gopus.InBandFECEnabled); err != nil {
 			return nil, fmt.Errorf("opus encoder: %w", err)
 		}
@@ -157,8 +247,13 @@ func newOpusEncoder(sampleRate, complexity int, fec bool) (Encoder, error) {
 			return nil, fmt.Errorf("opus encoder: %w", err)
 		}
 	}
-	if err := enc.SetBitrate(opusBitrate(sampleRate)); err != nil {
+	if err := enc.SetBitrate(cfg.bitrate()); err != nil {
 		return nil, fmt.Errorf("opus encoder: %w", err)
+	}
+	if bw := cfg.bandwidth(); bw < bandwidthOf(cfg.rate) {
+		if err := enc.SetMaxBandwidth(bw); err != nil {
+			return nil, fmt.Errorf("opus encoder: max bandwidth: %w", err)
+		}
 	}
 	return &opusEncoder{enc: enc}, nil
 }

@@ -1,10 +1,14 @@
 package media
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
 	"github.com/thesyncim/gopus"
+
+	wacaller "github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
+	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
 
 // roundTrip encodes src in 20 ms frames at rate with complexity and decodes
@@ -17,7 +21,7 @@ func roundTrip(t testing.TB, rate, complexity int, src []int16) ([]int16, [][]by
 // roundTripFEC is roundTrip with the encoder's in-band FEC chosen.
 func roundTripFEC(t testing.TB, rate, complexity int, fec bool, src []int16) ([]int16, [][]byte) {
 	t.Helper()
-	enc, err := newOpusEncoder(rate, complexity, fec)
+	enc, err := newOpusEncoder(encoderConfig{rate: rate, complexity: complexity, fec: fec})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,24 +50,125 @@ func roundTripFEC(t testing.TB, rate, complexity int, fec bool, src []int16) ([]
 }
 
 func TestSilenceFrameDecodesToSilence(t *testing.T) {
-	for _, rate := range []int{8000, 16000, 24000} {
-		t.Run(fmt.Sprint(rate), func(t *testing.T) {
-			dec, err := NewOpusDecoder(rate)
+	for bw, frame := range silenceFrames {
+		for _, rate := range []int{8000, 16000, 24000} {
+			t.Run(fmt.Sprintf("%v/%d", gopus.Bandwidth(bw), rate), func(t *testing.T) {
+				if got := tocBandwidth(frame[0]); got != min(gopus.Bandwidth(bw), gopus.BandwidthFullband) && !(bw == int(gopus.BandwidthMediumband) && got == gopus.BandwidthNarrowband) {
+					t.Errorf("silence frame TOC 0x%02x declares %v; want %v", frame[0], got, gopus.Bandwidth(bw))
+				}
+				dec, err := NewOpusDecoder(rate)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pcm := make([]int16, rate*maxOpusDuration/1000)
+				for range 3 {
+					n, err := dec.Decode(frame, pcm)
+					if err != nil {
+						t.Fatalf("Decode(silence) error %v", err)
+					}
+					if n != rate/50 {
+						t.Fatalf("Decode(silence) = %d samples; want %d", n, rate/50)
+					}
+					if r := rms(pcm[:n]); r != 0 {
+						t.Fatalf("Decode(silence) rms = %v; want 0", r)
+					}
+				}
+			})
+		}
+	}
+}
+
+// tocBandwidth returns the audio bandwidth an Opus TOC byte declares (RFC
+// 6716 section 3.1, table 2).
+func tocBandwidth(toc byte) gopus.Bandwidth {
+	cfg := toc >> 3
+	switch {
+	case cfg < 12: // SILK: NB 0-3, MB 4-7, WB 8-11
+		return gopus.Bandwidth(cfg / 4)
+	case cfg < 16: // Hybrid: SWB 12-13, FB 14-15
+		return gopus.BandwidthSuperwideband + gopus.Bandwidth(cfg-12)/2
+	}
+	// CELT: NB 16-19, WB 20-23, SWB 24-27, FB 28-31
+	return []gopus.Bandwidth{gopus.BandwidthNarrowband, gopus.BandwidthWideband, gopus.BandwidthSuperwideband, gopus.BandwidthFullband}[(cfg-16)/4]
+}
+
+// TestEncoderHonoursOffer runs speech-like bot audio through the outbound
+// pipeline (encoder, hangover, silence frames) with the limits of each offer
+// and checks every packet: the average bitrate of the audible ones stays at
+// or under the offer's maxaveragebitrate, and no packet's TOC declares more
+// bandwidth than the offer's maxplaybackrate allows, silence included.
+func TestEncoderHonoursOffer(t *testing.T) {
+	meta, _ := parseOpusOffer(wacaller.CapturedOffer)
+	tests := []struct {
+		name        string
+		offer       opusOffer
+		rate        int
+		maxKbps     float64
+		maxBW       gopus.Bandwidth
+		wantBitrate int
+		reachBW     bool // the speech must reach maxBW: the cap, not the input, limits it
+	}{
+		{name: "meta twilio", offer: meta, rate: 8000, maxKbps: 20, maxBW: gopus.BandwidthNarrowband, wantBitrate: 20000, reachBW: true},
+		{name: "meta vonage 16k", offer: meta, rate: 16000, maxKbps: 20, maxBW: gopus.BandwidthWideband, wantBitrate: 20000, reachBW: true},
+		{name: "meta vonage 24k", offer: meta, rate: 24000, maxKbps: 20, maxBW: gopus.BandwidthWideband, wantBitrate: 20000, reachBW: true},
+		{name: "narrowband caller", offer: opusOffer{maxPlaybackRate: 8000}, rate: 24000, maxKbps: 40, maxBW: gopus.BandwidthNarrowband, wantBitrate: 40000, reachBW: true},
+		{name: "12 kbit/s", offer: opusOffer{maxAverageBitrate: 12000}, rate: 16000, maxKbps: 12, maxBW: gopus.BandwidthWideband, wantBitrate: 12000},
+		{name: "below the RFC minimum", offer: opusOffer{maxAverageBitrate: 1000}, rate: 8000, maxKbps: 6.5, maxBW: gopus.BandwidthNarrowband, wantBitrate: 6000},
+		{name: "no limits 24k", offer: opusOffer{}, rate: 24000, maxKbps: 40, maxBW: gopus.BandwidthSuperwideband, wantBitrate: 40000, reachBW: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := encoderConfig{rate: tt.rate, complexity: -1, maxBitrate: tt.offer.maxAverageBitrate, maxPlaybackRate: tt.offer.maxPlaybackRate}
+			if got := cfg.bitrate(); got != tt.wantBitrate {
+				t.Errorf("bitrate() = %d; want %d", got, tt.wantBitrate)
+			}
+			enc, err := newOpusEncoder(cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			pcm := make([]int16, rate*maxOpusDuration/1000)
-			for range 3 {
-				n, err := dec.Decode(SilenceFrame(), pcm)
-				if err != nil {
-					t.Fatalf("Decode(silence) error %v", err)
+			frame := tt.rate / 50
+			p := NewPlayout[bot.Mark](frame, 10*tt.rate)
+			out := newOutbound(enc, p, silenceFrame(cfg.bandwidth()))
+			// 4 s of speech, a pause, 2 s more: silence frames and the
+			// encoder's hangover are in the stream too.
+			ctx := context.Background()
+			push := func(pcm []int16) {
+				if err := p.Push(ctx, pcm); err != nil {
+					t.Fatal(err)
 				}
-				if n != rate/50 {
-					t.Fatalf("Decode(silence) = %d samples; want %d", n, rate/50)
+			}
+			var bytes, audible, silent int
+			widest := gopus.BandwidthNarrowband
+			tick := func(n int) {
+				for range n {
+					payload, _ := out.next(nil)
+					if bw := tocBandwidth(payload[0]); bw > tt.maxBW {
+						t.Fatalf("packet TOC 0x%02x declares %v; want at most %v", payload[0], bw, tt.maxBW)
+					}
+					if string(payload) == string(out.silence) {
+						silent++
+						continue
+					}
+					bytes += len(payload)
+					audible++
+					widest = max(widest, tocBandwidth(payload[0]))
 				}
-				if r := rms(pcm[:n]); r != 0 {
-					t.Fatalf("Decode(silence) rms = %v; want 0", r)
-				}
+			}
+			push(speechLike(tt.rate, 4*tt.rate, 0))
+			tick(200)
+			tick(50)
+			push(speechLike(tt.rate, 2*tt.rate, 4*tt.rate))
+			tick(100)
+			if silent == 0 {
+				t.Error("no silence frame in the pause")
+			}
+			if tt.reachBW && widest != tt.maxBW {
+				t.Errorf("widest packet bandwidth %v; want %v", widest, tt.maxBW)
+			}
+			kbps := float64(bytes*8) / (float64(audible) * FrameDuration.Seconds()) / 1000
+			t.Logf("%d audible packets at %.1f kbit/s on average, %d silence frames", audible, kbps, silent)
+			if kbps > tt.maxKbps {
+				t.Errorf("average bitrate %.1f kbit/s; want at most %.1f", kbps, tt.maxKbps)
 			}
 		})
 	}
@@ -230,7 +335,7 @@ func BenchmarkOpusEncodeFEC(b *testing.B) {
 
 // benchEncode encodes 20 ms frames of speech-like audio at rate.
 func benchEncode(b *testing.B, rate, complexity int, fec bool) {
-	enc, err := newOpusEncoder(rate, complexity, fec)
+	enc, err := newOpusEncoder(encoderConfig{rate: rate, complexity: complexity, fec: fec})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -30,24 +30,32 @@ const (
 	mimeTypeTelephoneEvent = "audio/telephone-event"
 	// telephoneEventFmtp lists the events we understand: the 16 DTMF keys.
 	telephoneEventFmtp = "0-15"
-	// opusFmtp allows 10 ms packets and announces that we decode in-band
-	// FEC (RFC 7587 section 6.1).
-	opusFmtp     = "minptime=10;useinbandfec=1"
-	opusChannels = 2 // WebRTC always signals opus/48000/2 (RFC 7587)
-	opusTrackID  = "audio"
-	opusStreamID = "whatsapp-calls"
-	maxRTPPacket = 1500
+	opusChannels       = 2 // WebRTC always signals opus/48000/2 (RFC 7587)
+	opusTrackID        = "audio"
+	opusStreamID       = "whatsapp-calls"
+	maxRTPPacket       = 1500
 	// maxComplexity is the highest Opus encoder complexity.
 	maxComplexity = 10
 )
 
 // opusCodec is the one audio codec we send and receive: Opus 48000/2 as
-// WebRTC uses it (RFC 7587), in-band FEC on and 10 ms packets allowed.
+// WebRTC uses it (RFC 7587).
+//
+// It is registered without fmtp on purpose. pion matches an offer's codecs
+// against ours on their fmtp parameters (internal/fmtp: a parameter both
+// sides name must have the same value), and pushes only the "exact" matches
+// when there are any. A registered "minptime=10" made WhatsApp's Opus
+// (minptime=20) a mere partial match while telephone-event matched exactly,
+// so pion answered without Opus. With no parameters of ours, every
+// opus/48000/2 matches exactly whatever its fmtp (any order, case or
+// payload type). Opus's fmtp parameters are declarations, not a condition
+// of interoperation (RFC 7587 section 6.1): we read the offer's with
+// parseOpusOffer to set our encoder, and the answer gets our own fmtp
+// (answerOpusFmtp), since pion would echo the offer's.
 var opusCodec = webrtc.RTPCodecCapability{
-	MimeType:    webrtc.MimeTypeOpus,
-	ClockRate:   RTPClockRate,
-	Channels:    opusChannels,
-	SDPFmtpLine: opusFmtp,
+	MimeType:  webrtc.MimeTypeOpus,
+	ClockRate: RTPClockRate,
+	Channels:  opusChannels,
 }
 
 // EngineConfig configures NewEngine. The zero value is usable except for
@@ -99,6 +107,10 @@ type engineOptions struct {
 	// iceDisconnected, if set, replaces pion's ICE disconnected timeout (5 s
 	// without traffic), so that tests can lose a caller quickly.
 	iceDisconnected time.Duration
+	// remoteIPFilter, if set, drops remote candidates whose address it
+	// rejects, so that tests can feed offers with public candidates and
+	// still send nothing beyond loopback.
+	remoteIPFilter func(net.IP) bool
 }
 
 // NewEngine validates cfg and builds the shared pion API. It does no network
@@ -160,7 +172,9 @@ func newEngine(cfg EngineConfig, opts engineOptions) (*Engine, error) {
 
 // newMediaEngine registers Opus and both telephone-event clocks, so that a
 // browser's offer (telephone-event/48000 and /8000) and WhatsApp's offer
-// (/8000) both match.
+// (/8000) both match. telephone-event's fmtp ("0-15") never conflicts with
+// an offer's: pion reads an event list as a parameter name without value,
+// so "0-15" against "0-16" or no fmtp at all is still an exact match.
 func newMediaEngine() (*webrtc.MediaEngine, error) {
 	me := &webrtc.MediaEngine{}
 	codecs := []webrtc.RTPCodecParameters{
@@ -220,6 +234,9 @@ func newSettingEngine(cfg EngineConfig, opts engineOptions, logger *zap.Logger) 
 	}
 	if d := opts.iceDisconnected; d > 0 {
 		se.SetICETimeouts(d, 10*d, d/4)
+	}
+	if opts.remoteIPFilter != nil {
+		se.SetRemoteIPFilter(opts.remoteIPFilter)
 	}
 	if len(cfg.Networks) > 0 {
 		se.SetIPFilter(ipFilter(cfg.Networks))

@@ -3,7 +3,6 @@ package media
 import (
 	"net"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 )
@@ -82,57 +81,6 @@ func TestNewUDPMuxErrors(t *testing.T) {
 			if err == nil {
 				_ = mux.Close()
 				t.Errorf("NewUDPMux(%d, %v) error = nil; want an error", tt.port, tt.networks)
-			}
-		})
-	}
-}
-
-func TestOnlySHA256Fingerprints(t *testing.T) {
-	const head = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"
-	tests := []struct {
-		name    string
-		give    string
-		want    string
-		wantErr bool
-	}{
-		{
-			name: "sha-256 only",
-			give: head + "a=fingerprint:sha-256 AA:BB\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
-			want: head + "a=fingerprint:sha-256 AA:BB\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
-		},
-		{
-			name: "others removed",
-			give: head + "a=fingerprint:sha-512 CC\r\na=fingerprint:SHA-256 AA:BB\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:sha-1 DD\r\n",
-			want: head + "a=fingerprint:SHA-256 AA:BB\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n",
-		},
-		{name: "no sha-256", give: head + "a=fingerprint:sha-1 DD\r\n", wantErr: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := onlySHA256Fingerprints(tt.give)
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Errorf("onlySHA256Fingerprints(%q) = %q, %v; want %q, error %v", tt.give, got, err, tt.want, tt.wantErr)
-			}
-		})
-	}
-}
-
-func TestSDPHasOpus(t *testing.T) {
-	tests := []struct {
-		name string
-		give string
-		want bool
-	}{
-		{name: "opus", give: "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n", want: true},
-		{name: "rejected section", give: "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n", want: false},
-		{name: "pcmu only", give: "m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=rtpmap:0 PCMU/8000\r\n", want: false},
-		{name: "opus in video", give: "m=video 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n", want: false},
-		{name: "LF line ends", give: "m=audio 9 RTP/SAVPF 96\na=rtpmap:96 OPUS/48000/2\n", want: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := sdpHasOpus(tt.give); got != tt.want {
-				t.Errorf("sdpHasOpus(%q) = %v; want %v", strings.TrimSpace(tt.give), got, tt.want)
 			}
 		})
 	}

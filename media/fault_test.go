@@ -680,7 +680,7 @@ func upgradeByHand(w http.ResponseWriter, r *http.Request) (net.Conn, *bufio.Rea
 // Engine and bot, each connecting, exchanging a few frames both ways and
 // closing, and checks that no goroutine or file descriptor is left behind.
 //
-// The caller here is a full ICE agent (internal/caller with Lite false): it
+// The caller here is a full ICE agent (internal/caller, Pion shape): it
 // sends its own connectivity checks, so a call connects in a few
 // milliseconds instead of waiting out pion's 200 ms check interval against
 // an ICE-lite caller. The session's resources are the same either way.
@@ -734,7 +734,7 @@ func shortCall(t *testing.T, e *Engine, tb *testBot, i int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	c, err := wacaller.New(wacaller.Config{})
+	c, err := wacaller.New(wacaller.Config{Shape: wacaller.Pion})
 	if err != nil {
 		t.Fatalf("call %d: caller: %v", i, err)
 	}
@@ -755,7 +755,7 @@ func shortCall(t *testing.T, e *Engine, tb *testBot, i int) {
 		t.Fatalf("call %d: caller: %v", i, err)
 	}
 	for range 3 {
-		if err := c.SendOpus(silenceFrame); err != nil {
+		if err := c.SendOpus(SilenceFrame(48000)); err != nil {
 			t.Fatalf("call %d: SendOpus: %v", i, err)
 		}
 	}

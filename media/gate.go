@@ -30,7 +30,7 @@ func (s *Session) StartPlayout() { s.gate.open.Store(true) }
 // mark is only echoed once its audio has been sent to the caller).
 func (s *Session) nextPayload(due []bot.Mark) ([]byte, []bot.Mark) {
 	if !s.gate.open.Load() {
-		return silenceFrame, due
+		return s.out.silence, due
 	}
 	return s.out.next(due)
 }

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	wacaller "github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
 
@@ -188,7 +189,9 @@ func newCaller(t *testing.T, cfg callerConfig) *caller {
 	} else {
 		must(t, me.RegisterCodec(webrtc.RTPCodecParameters{
 			RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
+				// No fmtp registered: the offer gets Meta's (below), and
+				// pion would drop Opus from an answer whose fmtp disagrees.
+				MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2,
 			},
 			PayloadType: 111,
 		}, webrtc.RTPCodecTypeAudio))
@@ -265,6 +268,15 @@ func newCaller(t *testing.T, cfg callerConfig) *caller {
 		t.Fatal("caller gathering timed out")
 	}
 	c.offer = pc.LocalDescription().SDP
+	if !cfg.pcmuOnly {
+		// Meta's Opus parameters (PROTOCOLS.md), as WhatsApp offers them.
+		metaOffer, err := setOpusFmtp(c.offer, wacaller.MetaOpusFmtp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.offer = strings.Replace(metaOffer, "a=fmtp:111 "+wacaller.MetaOpusFmtp+"\r\n",
+			"a=fmtp:111 "+wacaller.MetaOpusFmtp+"\r\na=maxptime:20\r\na=ptime:20\r\n", 1)
+	}
 	return c
 }
 

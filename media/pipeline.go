@@ -30,15 +30,20 @@ const (
 type outbound struct {
 	enc     Encoder
 	playout *Playout[bot.Mark]
+	silence []byte  // the pre-encoded silence packet, no wider than the encoder's bandwidth
 	pcm     []int16 // one frame
 	buf     []byte  // encoded packet
 	quiet   int     // consecutive ticks without bot audio
 }
 
-func newOutbound(enc Encoder, p *Playout[bot.Mark]) *outbound {
+// newOutbound returns the outbound pipeline from p through enc. silence is
+// the pre-encoded silence packet sent while the bot is quiet (see
+// silenceFrame): its bandwidth must not exceed the encoder's.
+func newOutbound(enc Encoder, p *Playout[bot.Mark], silence []byte) *outbound {
 	return &outbound{
 		enc:     enc,
 		playout: p,
+		silence: silence,
 		pcm:     make([]int16, p.FrameSamples()),
 		buf:     make([]byte, MaxOpusPacket),
 		quiet:   hangoverFrames + 1,
@@ -67,12 +72,12 @@ func (o *outbound) next(due []bot.Mark) ([]byte, []bot.Mark) {
 		clear(o.pcm)
 	default:
 		o.quiet = hangoverFrames + 1
-		return silenceFrame, due
+		return o.silence, due
 	}
 	n, err := o.enc.Encode(o.pcm, o.buf)
 	if err != nil || n == 0 {
 		// Nothing sensible to send but silence; the next frame retries.
-		return silenceFrame, due
+		return o.silence, due
 	}
 	return o.buf[:n], due
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/thesyncim/gopus"
 
+	wacaller "github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
 
@@ -158,7 +159,7 @@ func TestOutbound(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := NewPlayout[bot.Mark](frame, rate)
-	out := newOutbound(enc, p)
+	out := newOutbound(enc, p, SilenceFrame(rate))
 	dec, err := NewOpusDecoder(rate)
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +177,7 @@ func TestOutbound(t *testing.T) {
 	}
 	// Quiet bot: the pre-encoded silence frame.
 	for range 3 {
-		if payload := tick(); string(payload) != string(silenceFrame) {
+		if payload := tick(); string(payload) != string(out.silence) {
 			t.Fatalf("quiet tick payload %x; want the silence frame", payload)
 		}
 	}
@@ -187,17 +188,17 @@ func TestOutbound(t *testing.T) {
 	}
 	start := len(got)
 	for range 25 {
-		if payload := tick(); string(payload) == string(silenceFrame) {
+		if payload := tick(); string(payload) == string(out.silence) {
 			t.Fatal("silence frame sent while the bot speaks")
 		}
 	}
 	speech := got[start:]
 	for i := range hangoverFrames {
-		if payload := tick(); string(payload) == string(silenceFrame) {
+		if payload := tick(); string(payload) == string(out.silence) {
 			t.Fatalf("silence frame %d ticks after speech; want %d ticks of encoded silence first", i, hangoverFrames)
 		}
 	}
-	if payload := tick(); string(payload) != string(silenceFrame) {
+	if payload := tick(); string(payload) != string(out.silence) {
 		t.Fatal("no silence frame after the hangover")
 	}
 	if a := goertzel(speech[rate/10:], rate, 1000); !within(a, 8000, 0.25) {
@@ -234,7 +235,7 @@ func TestPipelineAllocs(t *testing.T) {
 	// encoder allocates about 14 KB per speech frame by itself (a cloned
 	// noise shaping state, see BenchmarkOutbound), which is not ours to fix.
 	p := NewPlayout[bot.Mark](rate/50, rate)
-	out := newOutbound(copyEncoder{}, p)
+	out := newOutbound(copyEncoder{}, p, SilenceFrame(rate))
 	src := speechLike(rate, rate/50, 0)
 	due := make([]bot.Mark, 0, 4)
 	outAllocs := testing.AllocsPerRun(200, func() {
@@ -386,16 +387,25 @@ func BenchmarkInbound(b *testing.B) {
 
 // BenchmarkOutbound is the bot-to-caller pipeline per 20 ms frame: a bot
 // chunk into the playout buffer, one frame out, Opus encode at the bot rate.
+//
+// The offer=meta runs encode under the limits of WhatsApp's offer (20
+// kbit/s, wideband at most).
 func BenchmarkOutbound(b *testing.B) {
-	for _, rate := range []int{8000, 16000} {
-		b.Run(fmt.Sprintf("rate=%d", rate), func(b *testing.B) {
-			enc, err := NewOpusEncoder(rate, -1)
+	meta, _ := parseOpusOffer(wacaller.CapturedOffer)
+	for _, bc := range []struct {
+		rate  int
+		offer string
+		lim   opusOffer
+	}{{8000, "none", opusOffer{}}, {8000, "meta", meta}, {16000, "none", opusOffer{}}, {16000, "meta", meta}, {24000, "meta", meta}} {
+		rate := bc.rate
+		b.Run(fmt.Sprintf("rate=%d/offer=%s", rate, bc.offer), func(b *testing.B) {
+			enc, err := newOpusEncoder(encoderConfig{rate: rate, complexity: -1, maxBitrate: bc.lim.maxAverageBitrate, maxPlaybackRate: bc.lim.maxPlaybackRate})
 			if err != nil {
 				b.Fatal(err)
 			}
 			frame := rate / 50
 			p := NewPlayout[bot.Mark](frame, rate)
-			out := newOutbound(enc, p)
+			out := newOutbound(enc, p, SilenceFrame(rate))
 			src := speechLike(rate, 50*frame, 0)
 			due := make([]bot.Mark, 0, 4)
 			ctx := context.Background()
@@ -406,7 +416,7 @@ func BenchmarkOutbound(b *testing.B) {
 				if err := p.Push(ctx, src[off:off+frame]); err != nil {
 					b.Fatal(err)
 				}
-				if payload, _ := out.next(due[:0]); len(payload) <= len(silenceFrame) {
+				if payload, _ := out.next(due[:0]); len(payload) <= len(out.silence) {
 					b.Fatal("no encoded audio")
 				}
 			}
@@ -436,7 +446,7 @@ func BenchmarkBridge(b *testing.B) {
 			in := newInbound(dec, d.rate, conn)
 			frame := d.rate / 50
 			p := NewPlayout[bot.Mark](frame, d.rate)
-			out := newOutbound(enc, p)
+			out := newOutbound(enc, p, SilenceFrame(d.rate))
 			pkts := callerPackets(b, speechLike(callerRate, callerRate, 0), 20)
 			src := speechLike(d.rate, 50*frame, 1)
 			due := make([]bot.Mark, 0, 4)
@@ -454,7 +464,7 @@ func BenchmarkBridge(b *testing.B) {
 				if err := p.Push(ctx, src[off:off+frame]); err != nil {
 					b.Fatal(err)
 				}
-				if payload, _ := out.next(due[:0]); len(payload) <= len(silenceFrame) {
+				if payload, _ := out.next(due[:0]); len(payload) <= len(out.silence) {
 					b.Fatal("no encoded audio")
 				}
 			}

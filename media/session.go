@@ -199,7 +199,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	if err == nil {
 		s.bot = res.conn
 		s.botDial = res.took
-		err = s.setupAudio()
+		answer, err = s.setupAudio(cfg.Offer, answer)
 	}
 	if err != nil {
 		if res.conn != nil {
@@ -279,22 +279,48 @@ func (s *Session) setupPeer(ctx context.Context, offer string) (string, error) {
 	return sdp, nil
 }
 
-// setupAudio builds the codecs and buffers at the bot's sample rate.
-func (s *Session) setupAudio() error {
+// setupAudio builds the codecs and buffers at the bot's sample rate, with
+// the limits the offer sets on our encoder, and returns the answer with our
+// own Opus fmtp in place of the offer's that pion echoed.
+func (s *Session) setupAudio(offer, answer string) (string, error) {
 	s.rate = s.bot.SampleRate()
 	s.frame = s.bot.FrameSamples()
-	enc, err := NewOpusEncoder(s.rate, s.engine.complexityFor(s.rate))
+	// The offer's maxaveragebitrate and maxplaybackrate bound the encoder;
+	// ptime/maxptime 20 are what we send anyway (20 ms packets). Its
+	// useinbandfec=1 says the caller's decoder could use FEC, but gopus's
+	// FEC encoder allocates 14 KB in five allocations per frame and costs
+	// 25-50 % more encode time (BenchmarkOpusEncodeFEC), so it stays off
+	// (see NewOpusEncoder). usedtx=1 is not followed either: during bot
+	// silence we send the 3-byte silence frame every 20 ms, which costs
+	// about what DTX saves and keeps media flowing, since WhatsApp ends a
+	// call that goes without media.
+	want, _ := parseOpusOffer(offer) // setupPeer checked that Opus is in common
+	ecfg := encoderConfig{
+		rate:            s.rate,
+		complexity:      s.engine.complexityFor(s.rate),
+		maxBitrate:      want.maxAverageBitrate,
+		maxPlaybackRate: want.maxPlaybackRate,
+	}
+	enc, err := newOpusEncoder(ecfg)
 	if err != nil {
-		return err
+		return "", err
 	}
 	dec, err := NewOpusDecoder(s.rate)
 	if err != nil {
-		return err
+		return "", err
+	}
+	bw := ecfg.bandwidth()
+	answer, err = setOpusFmtp(answer, answerOpusFmtp(s.rate, bandwidthRate(bw)))
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrBadOffer, err)
 	}
 	s.playout = NewPlayout[bot.Mark](s.frame, int(int64(s.rate)*int64(PlayoutCapacity)/int64(time.Second)))
-	s.out = newOutbound(enc, s.playout)
+	s.out = newOutbound(enc, s.playout, silenceFrame(bw))
 	s.in = newInbound(dec, s.rate, s.bot)
-	return nil
+	if ce := s.logger.Check(zapcore.DebugLevel, "opus encoder"); ce != nil {
+		ce.Write(zap.Int("bitrate", ecfg.bitrate()), zap.Int("max_bandwidth_hz", bandwidthRate(bw)/2))
+	}
+	return answer, nil
 }
 
 // Answer returns the local SDP answer: Opus, telephone-event if offered,
@@ -710,43 +736,4 @@ func classify(c webrtc.RTPCodecParameters) (payloadKind, uint32) {
 		return payloadTelephoneEvent, c.ClockRate
 	}
 	return payloadOther, c.ClockRate
-}
-
-// sdpHasOpus reports whether sdp has an active audio section with Opus.
-func sdpHasOpus(sdp string) bool {
-	inAudio := false
-	for line := range strings.Lines(sdp) {
-		line = strings.TrimRight(line, "\r\n")
-		switch {
-		case strings.HasPrefix(line, "m="):
-			inAudio = strings.HasPrefix(line, "m=audio ") && !strings.HasPrefix(line, "m=audio 0 ")
-		case inAudio && strings.HasPrefix(line, "a=rtpmap:"):
-			if _, enc, ok := strings.Cut(line, " "); ok && strings.HasPrefix(strings.ToLower(enc), "opus/48000") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// onlySHA256Fingerprints removes every a=fingerprint line that is not
-// sha-256: WhatsApp accepts only sha-256. It fails if none is left.
-func onlySHA256Fingerprints(sdp string) (string, error) {
-	var b strings.Builder
-	b.Grow(len(sdp))
-	found := false
-	for line := range strings.Lines(sdp) {
-		if v, ok := strings.CutPrefix(line, "a=fingerprint:"); ok {
-			alg, _, _ := strings.Cut(v, " ")
-			if !strings.EqualFold(alg, "sha-256") {
-				continue
-			}
-			found = true
-		}
-		b.WriteString(line)
-	}
-	if !found {
-		return "", errors.New("answer has no sha-256 fingerprint")
-	}
-	return b.String(), nil
 }

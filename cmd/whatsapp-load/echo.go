@@ -84,7 +84,10 @@ func (c *echoCall) track() bool {
 func newEchoAPI(mux ice.UDPMux) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	for _, c := range []webrtc.RTPCodecParameters{
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+		// No Opus fmtp, as in the media package: pion drops Opus from
+		// the answer when a registered fmtp disagrees with the offer's
+		// (WhatsApp's minptime=20 against minptime=10).
+		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, PayloadType: 111},
 		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"}, PayloadType: 126},
 	} {
 		if err := me.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {

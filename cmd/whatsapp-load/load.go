@@ -50,6 +50,9 @@ type loadConfig struct {
 	SetupTimeout  time.Duration
 	Drain         time.Duration
 	PID           int
+	// Caller is the shape of the callers (internal/caller): Meta by
+	// default, Pion for the first release's callers.
+	Caller caller.Shape
 }
 
 // runner runs the calls of one load.
@@ -77,7 +80,7 @@ func (r *runner) fail(reason string, err error) string {
 // runLoad runs cfg.Calls calls against the target and reports. Details of
 // the first error of each failure reason are written to diag.
 func runLoad(ctx context.Context, cfg loadConfig, diag io.Writer) (Report, error) {
-	packets, err := probePackets()
+	packets, err := probePackets(cfg.Caller)
 	if err != nil {
 		return Report{}, err
 	}
@@ -244,7 +247,7 @@ func (r *runner) call(ctx context.Context, i int) (res callResult) {
 	if err != nil {
 		return callResult{reason: r.fail("probe", err)}
 	}
-	c, err := caller.New(caller.Config{Lite: true, OnAudio: func(p *rtp.Packet) {
+	c, err := caller.New(caller.Config{Shape: r.cfg.Caller, Lite: true, OnAudio: func(p *rtp.Packet) {
 		pr.observe(p.Payload, time.Now())
 		if len(p.Payload) > silenceFrameLen {
 			audible.Add(1)

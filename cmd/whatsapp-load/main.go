@@ -6,7 +6,10 @@
 // It has four modes.
 //
 // Load (the default) runs -calls concurrent calls against -webhook, their
-// starts spread over -ramp. Each call makes an ICE-lite offer, posts a
+// starts spread over -ramp. Each call makes an ICE-lite offer (with -caller
+// meta, the default, Meta's captured offer shape and 16 kHz 20 kbit/s Opus
+// with RTCP reports; -caller pion, the first release's pion offer and 48 kHz
+// 32 kbit/s Opus), posts a
 // signed connect webhook, applies the answer the target sends with
 // pre_accept to the fake Graph API hosted at -graph, waits for connected
 // media and accept, sends pre-encoded audio (encoded once at startup with
@@ -33,8 +36,8 @@
 //	whatsapp-load -serve-echo 127.0.0.1:8081 -graph-url http://127.0.0.1:9300
 //
 // -opus-cost measures in-process the CPU cost of what a call in the twilio
-// dialect transcodes every 20 ms: decode one 48 kHz packet straight to 8 kHz
-// and encode one 8 kHz frame, with the media package's codec at its default
+// dialect transcodes every 20 ms: decode one caller packet (of the -caller
+// shape) straight to 8 kHz and encode one 8 kHz frame, with the media package's codec at its default
 // complexity (or -complexity). It prints ns per frame and cores per call.
 //
 // -table FILE reads the JSON lines of earlier runs (labels "caddy" and
@@ -58,6 +61,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 )
 
 func main() {
@@ -104,6 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.load.Drain, "drain", 10*time.Second, "after the run, wait this long at most for the target's active calls to drop (with -metrics)")
 	fs.IntVar(&o.load.PID, "pid", 0, "target `pid` whose CPU (/proc/<pid>/stat) and VmRSS are measured; 0: none")
 	fs.BoolVar(&o.jsonOut, "json", false, "also print the result as one JSON line")
+	shape := fs.String("caller", caller.Meta.String(), "shape of the callers: meta (WhatsApp's offer, ICE-lite, 16 kHz 20 kbit/s Opus, RTCP reports) or pion (the first release's pion offer, 48 kHz 32 kbit/s); also for -opus-cost")
 	// Echo floor.
 	fs.StringVar(&o.echo.Listen, "serve-echo", "", "run the baseline echo target with its webhook on this `address` instead of a load")
 	fs.StringVar(&o.echo.GraphURL, "graph-url", "http://127.0.0.1:9300", "with -serve-echo: Graph API base `URL` (loopback only)")
@@ -126,6 +132,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	var err error
+	if o.load.Caller, err = caller.ParseShape(*shape); err != nil {
+		return o, fmt.Errorf("-caller: %w", err)
 	}
 	o.echo.AppSecret = o.load.AppSecret
 	o.echo.SetupTimeout = o.load.SetupTimeout
@@ -214,7 +224,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		_, err = io.WriteString(stdout, markdownTable(reports, opus))
 		return err
 	case o.opusCost:
-		c, err := measureOpusCost(o.frames, o.complexity)
+		c, err := measureOpusCost(o.frames, o.complexity, o.load.Caller)
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
 )
 
@@ -506,21 +507,23 @@ func TestSpeechPackets(t *testing.T) {
 	if rms := math.Sqrt(energy / float64(len(pcm))); rms < 500 {
 		t.Errorf("speech RMS %.0f; want audible speech", rms)
 	}
-	packets, err := speechPackets()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(packets) != speechSeconds*50 {
-		t.Errorf("%d packets; want %d", len(packets), speechSeconds*50)
-	}
-	var audible int
-	for _, p := range packets {
-		if len(p) > silenceFrameLen {
-			audible++
+	for _, shape := range []caller.Shape{caller.Meta, caller.Pion} {
+		packets, err := speechPackets(shape)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if audible < len(packets)/2 {
-		t.Errorf("%d of %d packets larger than a silence frame; want most", audible, len(packets))
+		if len(packets) != speechSeconds*50 {
+			t.Errorf("%v: %d packets; want %d", shape, len(packets), speechSeconds*50)
+		}
+		var audible int
+		for _, p := range packets {
+			if len(p) > silenceFrameLen {
+				audible++
+			}
+		}
+		if audible < len(packets)/2 {
+			t.Errorf("%v: %d of %d packets larger than a silence frame; want most", shape, audible, len(packets))
+		}
 	}
 }
 

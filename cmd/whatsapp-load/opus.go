@@ -10,21 +10,21 @@ import (
 
 	"github.com/thesyncim/gopus"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
 )
 
 // Parameters of the audio the callers send.
 const (
-	// callerRate is the rate the speech is synthesised and encoded at:
-	// WhatsApp sends fullband Opus at 48 kHz.
+	// callerRate is the rate the Pion-shaped callers synthesise and encode
+	// their speech at (fullband Opus at 48 kHz). Meta-shaped callers use
+	// caller.MetaSampleRate.
 	callerRate = 48000
-	// frameSamples48k is one 20 ms frame at callerRate.
-	frameSamples48k = callerRate / 50
 	// speechSeconds is the length of the synthesised clip, replayed in a
 	// loop. It ends in a pause, so the loop is seamless.
 	speechSeconds = 3
-	// callerBitrate is the Opus bitrate of the callers' audio, about what
-	// WhatsApp's mobile clients send.
+	// callerBitrate is the Opus bitrate of the Pion-shaped callers' audio.
+	// Meta-shaped callers send caller.MetaBitrate.
 	callerBitrate = 32000
 	// frameNanos is the real-time budget of one 20 ms frame.
 	frameNanos = float64(20 * time.Millisecond)
@@ -69,12 +69,31 @@ func speechPCM(rate, seconds int) []int16 {
 
 func sq(x float64) float64 { return x * x }
 
-// speechPackets encodes the synthetic speech once into 20 ms Opus packets
-// at 48 kHz, as WhatsApp would send them (VoIP, voice, in-band FEC).
-func speechPackets() ([][]byte, error) {
+// callerCodec is how the load's callers encode their audio: the rate the
+// speech is synthesised at and the encoder of one 20 ms frame at it.
+type callerCodec struct {
+	rate   int
+	encode func(pcm []int16) ([]byte, error)
+}
+
+// frame returns the samples of one 20 ms frame.
+func (c callerCodec) frame() int { return c.rate / 50 }
+
+// newCallerCodec returns the codec of a caller shape. Meta: what WhatsApp
+// sends, 16 kHz audio at 20 kbit/s, wideband (caller.Encoder). Pion: the
+// first release's callers, fullband 48 kHz at callerBitrate with in-band
+// FEC.
+func newCallerCodec(shape caller.Shape) (callerCodec, error) {
+	if shape == caller.Meta {
+		enc, err := caller.NewEncoder()
+		if err != nil {
+			return callerCodec{}, err
+		}
+		return callerCodec{rate: caller.MetaSampleRate, encode: enc.Encode}, nil
+	}
 	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: callerRate, Channels: 1, Application: gopus.ApplicationVoIP})
 	if err != nil {
-		return nil, fmt.Errorf("opus encoder: %w", err)
+		return callerCodec{}, fmt.Errorf("opus encoder: %w", err)
 	}
 	for _, set := range []func() error{
 		func() error { return enc.SetBitrate(callerBitrate) },
@@ -83,32 +102,56 @@ func speechPackets() ([][]byte, error) {
 		func() error { return enc.SetPacketLoss(5) },
 	} {
 		if err := set(); err != nil {
-			return nil, fmt.Errorf("opus encoder: %w", err)
+			return callerCodec{}, fmt.Errorf("opus encoder: %w", err)
 		}
 	}
-	pcm := speechPCM(callerRate, speechSeconds)
-	packets := make([][]byte, 0, len(pcm)/frameSamples48k)
 	buf := make([]byte, media.MaxOpusPacket)
-	for off := 0; off+frameSamples48k <= len(pcm); off += frameSamples48k {
-		n, err := enc.EncodeInt16(pcm[off:off+frameSamples48k], buf)
+	return callerCodec{rate: callerRate, encode: func(pcm []int16) ([]byte, error) {
+		n, err := enc.EncodeInt16(pcm, buf)
 		if err != nil {
 			return nil, fmt.Errorf("opus encode: %w", err)
 		}
-		packets = append(packets, append([]byte(nil), buf[:n]...))
+		return buf[:n], nil
+	}}, nil
+}
+
+// encodeAll encodes pcm in 20 ms frames into packets.
+func (c callerCodec) encodeAll(pcm []int16) ([][]byte, error) {
+	f := c.frame()
+	packets := make([][]byte, 0, len(pcm)/f)
+	for off := 0; off+f <= len(pcm); off += f {
+		p, err := c.encode(pcm[off : off+f])
+		if err != nil {
+			return nil, err
+		}
+		packets = append(packets, append([]byte(nil), p...))
 	}
 	return packets, nil
+}
+
+// speechPackets encodes the synthetic speech once into 20 ms Opus packets
+// as a caller of shape would send them.
+func speechPackets(shape caller.Shape) ([][]byte, error) {
+	codec, err := newCallerCodec(shape)
+	if err != nil {
+		return nil, err
+	}
+	return codec.encodeAll(speechPCM(codec.rate, speechSeconds))
 }
 
 // OpusCost is the result of -opus-cost, printed as one JSON line.
 type OpusCost struct {
 	// Kind is "opus-cost".
 	Kind string `json:"kind"`
+	// Caller is the shape of the callers whose packets are decoded (meta:
+	// 16 kHz audio at 20 kbit/s; pion: 48 kHz at 32 kbit/s).
+	Caller string `json:"caller,omitempty"`
 	// Frames is the number of 20 ms frames measured.
 	Frames int `json:"frames"`
 	// Complexity is the encoder complexity, -1 for the media package's
 	// default at 8 kHz.
 	Complexity int `json:"complexity"`
-	// DecodeNS is the CPU time to decode one 48 kHz packet to 8 kHz PCM.
+	// DecodeNS is the CPU time to decode one caller packet to 8 kHz PCM.
 	DecodeNS float64 `json:"decode_ns_per_frame"`
 	// EncodeNS is the CPU time to encode one 8 kHz frame.
 	EncodeNS float64 `json:"encode_ns_per_frame"`
@@ -125,8 +168,8 @@ func (o OpusCost) Human() string {
 	if o.Complexity >= 0 {
 		c = fmt.Sprint(o.Complexity)
 	}
-	return fmt.Sprintf("opus: decode 48k->8k %.0f ns + encode 8k (complexity %s) %.0f ns = %.0f ns per 20 ms frame = %.5f cores/call (%d frames)",
-		o.DecodeNS, c, o.EncodeNS, o.FrameNS, o.CoresPerCall, o.Frames)
+	return fmt.Sprintf("opus: decode %s caller packet->8k %.0f ns + encode 8k (complexity %s) %.0f ns = %.0f ns per 20 ms frame = %.5f cores/call (%d frames)",
+		o.Caller, o.DecodeNS, c, o.EncodeNS, o.FrameNS, o.CoresPerCall, o.Frames)
 }
 
 // threadCPU returns the CPU time of the calling OS thread.
@@ -143,11 +186,11 @@ func threadCPU() (time.Duration, error) {
 // straight to 8 kHz and re-encodes each frame at 8 kHz with the media
 // package's codec (what a call in the twilio dialect does every 20 ms),
 // timing decode and encode with the thread's CPU clock.
-func measureOpusCost(frames, complexity int) (OpusCost, error) {
+func measureOpusCost(frames, complexity int, shape caller.Shape) (OpusCost, error) {
 	if frames <= 0 {
 		return OpusCost{}, fmt.Errorf("-frames %d: want a positive number", frames)
 	}
-	packets, err := speechPackets()
+	packets, err := speechPackets(shape)
 	if err != nil {
 		return OpusCost{}, err
 	}
@@ -196,6 +239,7 @@ func measureOpusCost(frames, complexity int) (OpusCost, error) {
 	decodeCPU, encodeCPU := t1-t0, t2-t1
 	c := OpusCost{
 		Kind:       kindOpusCost,
+		Caller:     shape.String(),
 		Frames:     frames,
 		Complexity: complexity,
 		DecodeNS:   round(float64(decodeCPU)/float64(frames), 0),

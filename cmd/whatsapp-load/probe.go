@@ -1,12 +1,10 @@
 package main
 
 import (
-	"fmt"
 	"sync"
 	"time"
 
-	"github.com/thesyncim/gopus"
-
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
 )
 
@@ -22,9 +20,6 @@ const (
 	probeSignalPackets = 150
 	// probeCycle is the length of the loop: one probe every 4 s.
 	probeCycle = probeSilencePackets + probeSignalPackets
-	// probeOnsetOffset is where the probe's speech starts in speechPCM:
-	// the middle of the first syllable, so that the onset is loud at once.
-	probeOnsetOffset = callerRate / 8
 	// probeDecodeRate is the rate echoed packets are decoded at to judge
 	// their loudness; 8 kHz is the cheapest.
 	probeDecodeRate = 8000
@@ -38,37 +33,19 @@ const (
 
 // probePackets encodes the probe loop once: probeSilencePackets of silence
 // then probeSignalPackets of speech starting mid-syllable, as 20 ms Opus
-// packets at 48 kHz (the same encoder settings as speechPackets).
-func probePackets() ([][]byte, error) {
-	enc, err := gopus.NewEncoder(gopus.EncoderConfig{SampleRate: callerRate, Channels: 1, Application: gopus.ApplicationVoIP})
+// packets as a caller of shape sends them (see newCallerCodec).
+func probePackets(shape caller.Shape) ([][]byte, error) {
+	codec, err := newCallerCodec(shape)
 	if err != nil {
-		return nil, fmt.Errorf("opus encoder: %w", err)
+		return nil, err
 	}
-	for _, set := range []func() error{
-		func() error { return enc.SetBitrate(callerBitrate) },
-		func() error { return enc.SetSignal(gopus.SignalVoice) },
-		func() error { return enc.SetInBandFEC(gopus.InBandFECEnabled) },
-		func() error { return enc.SetPacketLoss(5) },
-	} {
-		if err := set(); err != nil {
-			return nil, fmt.Errorf("opus encoder: %w", err)
-		}
-	}
-	speech := speechPCM(callerRate, speechSeconds)
-	pcm := make([]int16, probeSilencePackets*frameSamples48k, probeCycle*frameSamples48k)
-	pcm = append(pcm, speech[probeOnsetOffset:]...)
-	pcm = append(pcm, speech[:probeOnsetOffset]...)
-	pcm = pcm[:probeCycle*frameSamples48k]
-	packets := make([][]byte, 0, probeCycle)
-	buf := make([]byte, media.MaxOpusPacket)
-	for off := 0; off < len(pcm); off += frameSamples48k {
-		n, err := enc.EncodeInt16(pcm[off:off+frameSamples48k], buf)
-		if err != nil {
-			return nil, fmt.Errorf("opus encode: %w", err)
-		}
-		packets = append(packets, append([]byte(nil), buf[:n]...))
-	}
-	return packets, nil
+	f := codec.frame()
+	onset := codec.rate / 8 // the middle of the first syllable: loud at once
+	speech := speechPCM(codec.rate, speechSeconds)
+	pcm := make([]int16, probeSilencePackets*f, probeCycle*f)
+	pcm = append(pcm, speech[onset:]...)
+	pcm = append(pcm, speech[:onset]...)
+	return codec.encodeAll(pcm[:probeCycle*f])
 }
 
 // peak returns the largest sample magnitude of pcm.

@@ -4,48 +4,53 @@ import (
 	"testing"
 	"time"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
 )
 
 func TestProbePackets(t *testing.T) {
-	packets, err := probePackets()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(packets) != probeCycle {
-		t.Fatalf("%d packets; want %d", len(packets), probeCycle)
-	}
-	dec, err := media.NewOpusDecoder(probeDecodeRate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcm := make([]int16, probeDecodeRate/50)
-	peaks := make([]int, len(packets))
-	for i, p := range packets {
-		n, err := dec.Decode(p, pcm)
-		if err != nil {
-			t.Fatalf("packet %d: %v", i, err)
-		}
-		peaks[i] = peak(pcm[:n])
-	}
-	// The tail of the previous loop may ring into the first frames; the
-	// rest of the silence must be quiet.
-	for i := 5; i < probeSilencePackets; i++ {
-		if peaks[i] >= loudPeak {
-			t.Errorf("silence packet %d decodes with peak %d; want < %d", i, peaks[i], loudPeak)
-		}
-	}
-	if peaks[probeSilencePackets] < loudPeak {
-		t.Errorf("onset packet decodes with peak %d; want >= %d at once", peaks[probeSilencePackets], loudPeak)
-	}
-	loud := 0
-	for _, v := range peaks[probeSilencePackets:] {
-		if v >= loudPeak {
-			loud++
-		}
-	}
-	if loud < probeSignalPackets/2 {
-		t.Errorf("%d of %d signal packets loud; want most", loud, probeSignalPackets)
+	for _, shape := range []caller.Shape{caller.Meta, caller.Pion} {
+		t.Run(shape.String(), func(t *testing.T) {
+			packets, err := probePackets(shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(packets) != probeCycle {
+				t.Fatalf("%d packets; want %d", len(packets), probeCycle)
+			}
+			dec, err := media.NewOpusDecoder(probeDecodeRate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pcm := make([]int16, probeDecodeRate/50)
+			peaks := make([]int, len(packets))
+			for i, p := range packets {
+				n, err := dec.Decode(p, pcm)
+				if err != nil {
+					t.Fatalf("packet %d: %v", i, err)
+				}
+				peaks[i] = peak(pcm[:n])
+			}
+			// The tail of the previous loop may ring into the first frames; the
+			// rest of the silence must be quiet.
+			for i := 5; i < probeSilencePackets; i++ {
+				if peaks[i] >= loudPeak {
+					t.Errorf("silence packet %d decodes with peak %d; want < %d", i, peaks[i], loudPeak)
+				}
+			}
+			if peaks[probeSilencePackets] < loudPeak {
+				t.Errorf("onset packet decodes with peak %d; want >= %d at once", peaks[probeSilencePackets], loudPeak)
+			}
+			loud := 0
+			for _, v := range peaks[probeSilencePackets:] {
+				if v >= loudPeak {
+					loud++
+				}
+			}
+			if loud < probeSignalPackets/2 {
+				t.Errorf("%d of %d signal packets loud; want most", loud, probeSignalPackets)
+			}
+		})
 	}
 }
 
@@ -66,7 +71,7 @@ func TestPeak(t *testing.T) {
 }
 
 func TestProbe(t *testing.T) {
-	packets, err := probePackets()
+	packets, err := probePackets(caller.Meta)
 	if err != nil {
 		t.Fatal(err)
 	}

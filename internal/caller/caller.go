@@ -1,7 +1,14 @@
 // Package caller is a pion WebRTC peer that plays WhatsApp's side of a
-// call: an ICE-lite offerer with Opus and telephone-event, as Meta's media
-// servers are. Integration tests and the load tool use it to call the
+// call. Integration tests, the load tool and media tests use it to call the
 // whatsapp_calls handler over loopback.
+//
+// By default (Shape Meta) it behaves as Meta's media servers do: an
+// ICE-lite offerer whose offer is Meta's captured offer (CapturedOffer)
+// with only this peer's address, candidates, ICE credentials, fingerprint
+// and SSRC put in; it offers a=setup:actpass, so against an answer that
+// says a=setup:active it is the DTLS server; it sends Opus from 16 kHz
+// audio at 20 kbit/s (SendPCM, Encoder), RTCP sender reports, and DTMF as
+// RFC 4733 telephone-event/8000 on payload type 126 (SendDTMF).
 package caller
 
 import (
@@ -14,11 +21,12 @@ import (
 	"time"
 
 	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
 
-// Payload types offered, as in Chromium's and WhatsApp's offers.
+// Payload types offered, as in WhatsApp's (and Chromium's) offers.
 const (
 	OpusPT       = 111
 	DTMFPT       = 126 // telephone-event/8000
@@ -29,11 +37,58 @@ const (
 // ErrClosed is returned by methods called after Close.
 var ErrClosed = errors.New("caller closed")
 
-// Config configures a Caller.
+// Shape selects what a Caller offers and how it behaves.
+type Shape int
+
+const (
+	// Meta is WhatsApp's side as Meta runs it: the default. The offer is
+	// CapturedOffer with this peer's reachability put in (Opus 111 with
+	// MetaOpusFmtp, telephone-event/8000 126, a=ptime:20, a=maxptime:20,
+	// a=setup:actpass, a=mid:audio, ssrc and cname lines, host candidates
+	// on one port); the agent is ICE-lite; RTCP sender and receiver
+	// reports are sent.
+	Meta Shape = iota
+	// Pion is pion's own offer, as the first release's tests used: Opus
+	// with minptime=10;useinbandfec=1, mid 0, a full ICE agent unless
+	// Config.Lite, no RTCP reports. It does not look like WhatsApp; keep it
+	// for comparisons and for tests that need a full ICE agent.
+	Pion
+)
+
+// String returns the shape's name as the load tool's -caller flag spells it.
+func (s Shape) String() string {
+	switch s {
+	case Meta:
+		return "meta"
+	case Pion:
+		return "pion"
+	}
+	return fmt.Sprintf("shape(%d)", int(s))
+}
+
+// ParseShape returns the Shape named s ("meta" or "pion").
+func ParseShape(s string) (Shape, error) {
+	switch s {
+	case "meta":
+		return Meta, nil
+	case "pion":
+		return Pion, nil
+	}
+	return 0, fmt.Errorf("caller shape %q: want meta or pion", s)
+}
+
+// Config configures a Caller. The zero value is a Meta-shaped caller on
+// IPv4 loopback.
 type Config struct {
-	// Lite makes the caller ICE-lite, like WhatsApp's media servers.
-	// Default: false; set it true to play WhatsApp.
+	// Shape selects the offer and behaviour. Default: Meta.
+	Shape Shape
+	// Lite makes a Pion-shaped caller ICE-lite. A Meta-shaped caller is
+	// always ICE-lite, as WhatsApp's media servers are.
 	Lite bool
+	// IPv6 adds a host candidate on ::1, on the same port as the IPv4 one,
+	// as Meta offers an IPv4 and an IPv6 address on one port. Meta shape
+	// only; New fails if ::1 is not available.
+	IPv6 bool
 	// OnAudio receives each RTP packet of the answerer's audio track. It
 	// runs on the caller's read goroutine and must not block.
 	OnAudio func(pkt *rtp.Packet)
@@ -43,6 +98,8 @@ type Config struct {
 type Caller struct {
 	pc        *webrtc.PeerConnection
 	track     *rawTrack
+	offer     string
+	mux       ice.UDPMux // owned; nil unless Config.IPv6
 	connected chan struct{}
 	failed    chan struct{}
 	closed    atomic.Bool
@@ -51,36 +108,117 @@ type Caller struct {
 	mu  sync.Mutex // orders sequence numbers and writes
 	seq uint16
 	ts  uint32
+	enc *Encoder // SendPCM's, made on first use; guarded by mu
 
 	received atomic.Uint64
 }
 
-// New builds a caller on loopback and creates its offer.
+// New builds a caller on loopback and creates its offer, with every
+// candidate gathered.
 func New(cfg Config) (*Caller, error) {
+	if cfg.Shape != Meta && cfg.Shape != Pion {
+		return nil, fmt.Errorf("caller shape %d unknown", int(cfg.Shape))
+	}
+	if cfg.IPv6 && cfg.Shape != Meta {
+		return nil, errors.New("caller: IPv6 needs the Meta shape")
+	}
+	api, mux, err := newAPI(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		closeMux(mux)
+		return nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	c := &Caller{pc: pc, mux: mux, connected: make(chan struct{}), failed: make(chan struct{})}
+	if err := c.setup(cfg); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// newAPI builds the pion API of one caller: its codecs, interceptors and
+// ICE settings, and the single-port mux it owns when cfg.IPv6 is set.
+func newAPI(cfg Config) (*webrtc.API, ice.UDPMux, error) {
+	opus := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: OpusClock, Channels: 2}
+	dtmf := webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000}
+	if cfg.Shape == Meta {
+		// No fmtp of our own: the offer's text carries Meta's, and pion
+		// would drop Opus from an answer whose fmtp disagrees with a
+		// registered one (see the media package's opusCodec).
+		opus.RTCPFeedback = []webrtc.RTCPFeedback{{Type: webrtc.TypeRTCPFBTransportCC}}
+	} else {
+		opus.SDPFmtpLine = "minptime=10;useinbandfec=1"
+		dtmf.SDPFmtpLine = "0-16"
+	}
 	m := &webrtc.MediaEngine{}
 	for _, c := range []webrtc.RTPCodecParameters{
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: OpusClock, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: OpusPT},
-		{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: "audio/telephone-event", ClockRate: 8000, SDPFmtpLine: "0-16"}, PayloadType: DTMFPT},
+		{RTPCodecCapability: opus, PayloadType: OpusPT},
+		{RTPCodecCapability: dtmf, PayloadType: DTMFPT},
 	} {
 		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
-			return nil, fmt.Errorf("register codec: %w", err)
+			return nil, nil, fmt.Errorf("register codec: %w", err)
 		}
 	}
 	var se webrtc.SettingEngine
-	se.SetLite(cfg.Lite)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithSettingEngine(se))
-
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		return nil, fmt.Errorf("new peer connection: %w", err)
+	opts := []func(*webrtc.API){webrtc.WithMediaEngine(m)}
+	var mux ice.UDPMux
+	if cfg.Shape == Meta {
+		se.SetLite(true)
+		reg := &interceptor.Registry{}
+		if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+			return nil, nil, fmt.Errorf("rtcp reports: %w", err)
+		}
+		opts = append(opts, webrtc.WithInterceptorRegistry(reg))
+	} else {
+		se.SetLite(cfg.Lite)
 	}
-	c := &Caller{pc: pc, connected: make(chan struct{}), failed: make(chan struct{})}
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	if cfg.IPv6 {
+		var err error
+		if mux, err = dualStackMux(); err != nil {
+			return nil, nil, err
+		}
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+		se.SetICEUDPMux(mux)
+	}
+	opts = append(opts, webrtc.WithSettingEngine(se))
+	return webrtc.NewAPI(opts...), mux, nil
+}
+
+// dualStackMux listens on 127.0.0.1 and on ::1 with one port number.
+func dualStackMux() (ice.UDPMux, error) {
+	c4, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("listen udp4 loopback: %w", err)
+	}
+	port := c4.LocalAddr().(*net.UDPAddr).Port
+	c6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback, Port: port})
+	if err != nil {
+		_ = c4.Close()
+		return nil, fmt.Errorf("listen udp6 [::1]:%d: %w", port, err)
+	}
+	return ice.NewMultiUDPMuxDefault(
+		ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: c4}),
+		ice.NewUDPMuxDefault(ice.UDPMuxParams{UDPConn: c6}),
+	), nil
+}
+
+func closeMux(mux ice.UDPMux) {
+	if mux != nil {
+		_ = mux.Close()
+	}
+}
+
+// setup adds the track and its RTCP reader, and makes the offer.
+func (c *Caller) setup(cfg Config) error {
 	var connOnce, failOnce sync.Once
-	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+	c.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
 		case webrtc.PeerConnectionStateConnected:
 			connOnce.Do(func() { close(c.connected) })
@@ -89,11 +227,22 @@ func New(cfg Config) (*Caller, error) {
 		}
 	})
 
-	c.track = &rawTrack{}
-	sender, err := pc.AddTrack(c.track)
+	c.track = &rawTrack{id: "audio", streamID: "whatsapp"}
+	if cfg.Shape == Meta {
+		c.track.id, c.track.streamID = metaTrackID, metaStreamID
+	}
+	sender, err := c.pc.AddTrack(c.track)
 	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("add track: %w", err)
+		return fmt.Errorf("add track: %w", err)
+	}
+	if cfg.Shape == Meta {
+		for _, tr := range c.pc.GetTransceivers() {
+			if tr.Sender() == sender {
+				if err := tr.SetMid(metaMid); err != nil {
+					return fmt.Errorf("set mid: %w", err)
+				}
+			}
+		}
 	}
 	c.wg.Add(1)
 	go func() { // RTCP drain: the owner is Close, which closes pc.
@@ -106,7 +255,7 @@ func New(cfg Config) (*Caller, error) {
 		}
 	}()
 
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	c.pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		for {
 			pkt, _, err := tr.ReadRTP()
 			if err != nil {
@@ -122,22 +271,33 @@ func New(cfg Config) (*Caller, error) {
 		}
 	})
 
-	offer, err := pc.CreateOffer(nil)
+	offer, err := c.pc.CreateOffer(nil)
 	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("create offer: %w", err)
+		return fmt.Errorf("create offer: %w", err)
 	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("set local description: %w", err)
+	gathered := webrtc.GatheringCompletePromise(c.pc)
+	if err := c.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("set local description: %w", err)
 	}
 	<-gathered
-	return c, nil
+	local := c.pc.LocalDescription().SDP
+	if cfg.Shape != Meta {
+		c.offer = local
+		return nil
+	}
+	p, err := paramsFromLocal(local)
+	if err != nil {
+		return fmt.Errorf("meta offer: %w", err)
+	}
+	if cfg.IPv6 && !p.ipv6.IsValid() {
+		return errors.New("meta offer: no ipv6 host candidate gathered")
+	}
+	c.offer = metaOffer(p)
+	return nil
 }
 
 // Offer returns the offer SDP with every candidate.
-func (c *Caller) Offer() string { return c.pc.LocalDescription().SDP }
+func (c *Caller) Offer() string { return c.offer }
 
 // SetAnswer applies the answerer's SDP.
 func (c *Caller) SetAnswer(sdp string) error {
@@ -169,10 +329,36 @@ func (c *Caller) Received() uint64 { return c.received.Load() }
 func (c *Caller) SendOpus(payload []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.sendOpusLocked(payload)
+}
+
+// sendOpusLocked sends one Opus packet; c.mu must be held.
+func (c *Caller) sendOpusLocked(payload []byte) error {
 	c.seq++
 	c.ts += SamplesPer20
 	pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: OpusPT, SequenceNumber: c.seq, Timestamp: c.ts}, Payload: payload}
 	return c.write(&pkt)
+}
+
+// SendPCM encodes one 20 ms frame of 16 kHz mono audio (MetaFrameSamples
+// samples) as the Meta-shaped peer sends it (see Encoder) and sends it. The
+// caller paces calls.
+func (c *Caller) SendPCM(pcm []int16) error {
+	c.mu.Lock()
+	if c.enc == nil {
+		enc, err := NewEncoder()
+		if err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		c.enc = enc
+	}
+	defer c.mu.Unlock()
+	payload, err := c.enc.Encode(pcm)
+	if err != nil {
+		return err
+	}
+	return c.sendOpusLocked(payload)
 }
 
 // SkipOpus advances the sequence number and timestamp as if one packet
@@ -266,6 +452,8 @@ func (c *Caller) write(pkt *rtp.Packet) error {
 // so that Opus and telephone-event share one SSRC as in a real call.
 // (pion's TrackLocalStaticRTP rewrites every packet to the Opus type.)
 type rawTrack struct {
+	id, streamID string
+
 	mu     sync.RWMutex
 	ssrc   webrtc.SSRC
 	writer webrtc.TrackLocalWriter
@@ -292,9 +480,9 @@ func (t *rawTrack) Unbind(webrtc.TrackLocalContext) error {
 	return nil
 }
 
-func (t *rawTrack) ID() string                { return "audio" }
+func (t *rawTrack) ID() string                { return t.id }
 func (t *rawTrack) RID() string               { return "" }
-func (t *rawTrack) StreamID() string          { return "whatsapp" }
+func (t *rawTrack) StreamID() string          { return t.streamID }
 func (t *rawTrack) Kind() webrtc.RTPCodecType { return webrtc.RTPCodecTypeAudio }
 
 func (t *rawTrack) writeRTP(pkt *rtp.Packet) error {
@@ -315,5 +503,6 @@ func (c *Caller) Close() error {
 	}
 	err := c.pc.Close()
 	c.wg.Wait()
+	closeMux(c.mux)
 	return err
 }
