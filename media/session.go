@@ -158,19 +158,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		cfg.Bot.Logger = logger.Named("bot")
 	}
 
-	sctx, cancel := context.WithCancel(context.Background())
-	s := &Session{
-		engine:    e,
-		logger:    logger,
-		hooks:     cfg.Hooks,
-		ctx:       sctx,
-		cancel:    cancel,
-		ready:     make(chan struct{}),
-		stateCh:   make(chan struct{}, 1),
-		connected: make(chan struct{}),
-		done:      make(chan struct{}),
-	}
-	s.gate.init(cfg.HoldPlayout)
+	s := e.newSession(logger, cfg.Hooks, cfg.HoldPlayout)
 
 	type dialResult struct {
 		conn *bot.Conn
@@ -208,22 +196,50 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		if s.pc != nil {
 			_ = s.pc.Close()
 		}
-		cancel()
+		s.cancel()
 		return nil, err
 	}
 	s.answer = answer
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
+// newSession returns a Session with its channels and context, not yet
+// connected to a peer or a bot.
+func (e *Engine) newSession(logger *zap.Logger, hooks Hooks, holdPlayout bool) *Session {
+	sctx, cancel := context.WithCancel(context.Background())
+	s := &Session{
+		engine:    e,
+		logger:    logger,
+		hooks:     hooks,
+		ctx:       sctx,
+		cancel:    cancel,
+		ready:     make(chan struct{}),
+		stateCh:   make(chan struct{}, 1),
+		connected: make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	s.gate.init(holdPlayout)
+	return s
+}
+
+// start runs a Session whose peer, bot and audio are set up: it starts the
+// state watcher, the bot reader and the RTCP drain, lets the RTP reader
+// in, and registers s with its engine. On error s is closed.
+func (s *Session) start() error {
 	s.wg.Add(3)
 	go s.watch()
 	go s.readBot()
 	go s.drainRTCP()
 	close(s.ready)
-	if err := e.register(s); err != nil {
+	if err := s.engine.register(s); err != nil {
 		_ = s.Close()
-		return nil, err
+		return err
 	}
-	logger.Debug("media session ready", zap.Int("bot_sample_rate", s.rate))
-	return s, nil
+	s.logger.Debug("media session ready", zap.Int("bot_sample_rate", s.rate))
+	return nil
 }
 
 // setupPeer builds the PeerConnection, applies the offer and returns the
