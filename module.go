@@ -181,18 +181,40 @@ type Handler struct {
 	// warning), since cut opaque data would be wrong data. Default: none.
 	BizOpaqueCallbackData string `json:"biz_opaque_callback_data,omitempty"`
 
+	// How long a business-initiated call may ring before it is ended as
+	// not answered (and terminated toward Meta). Default: 60s.
+	RingTimeout caddy.Duration `json:"ring_timeout,omitempty"`
+
+	// An http(s) URL that receives one JSON POST per call event (initiated,
+	// ringing, answered, ended) and per call permission reply. Deliveries
+	// are retried (3 attempts, 1s then 2s apart) and never hold up a call.
+	// Default: none.
+	StatusCallback string `json:"status_callback,omitempty"`
+
+	// The key of the HMAC-SHA256 signature of each status callback, sent
+	// as X-Whatsapp-Calls-Signature: sha256=<hex of HMAC(key, timestamp +
+	// "." + body)> with X-Whatsapp-Calls-Timestamp. Use a placeholder such
+	// as {env.STATUS_CALLBACK_SECRET}. Default: not signed.
+	StatusCallbackSecret string `json:"status_callback_secret,omitempty"`
+
+	// Headers added to each status callback request (for example
+	// Authorization); values may use {env.*}. Default: none.
+	StatusCallbackHeaders http.Header `json:"status_callback_headers,omitempty"`
+
 	appSecret    []byte
 	verifyToken  string
 	phoneNumbers map[string]struct{}
 	botTemplate  botTemplate
 
-	graph    *whatsapp.Client
-	engine   *media.Engine
-	muxKey   string
-	calls    *registry
-	metrics  *metrics
-	logger   *zap.Logger
-	webhooks *zap.Logger
+	graph     *whatsapp.Client
+	engine    *media.Engine
+	muxKey    string
+	calls     *registry
+	metrics   *metrics
+	logger    *zap.Logger
+	webhooks  *zap.Logger
+	notify    *notifier
+	notifyKey string
 }
 
 // ICEServer is a STUN or TURN server.
@@ -308,6 +330,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("webrtc engine: %w", err)
 	}
 
+	if h.StatusCallback != "" {
+		cb, err := h.callbackConfig(repl)
+		if err != nil {
+			return err
+		}
+		h.notify, h.notifyKey = loadNotifier(cb, h.logger.Named("status_callback"))
+	}
+
 	h.metrics = loadMetrics(ctx.GetMetricsRegistry())
 	h.calls = loadRegistry(h.registryKey(), h.metrics)
 	h.calls.configure(callConfig{
@@ -320,8 +350,37 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		acceptTimeout: time.Duration(h.AcceptTimeout),
 		maxConnectAge: time.Duration(h.MaxConnectAge),
 		callbackData:  h.BizOpaqueCallbackData,
+		ringTimeout:   time.Duration(h.RingTimeout),
+		notify:        h.notify,
+		phoneNumbers:  h.phoneNumbers,
 	})
+	directory.add(h)
 	return nil
+}
+
+// callbackConfig resolves the status_callback settings.
+func (h *Handler) callbackConfig(repl *caddy.Replacer) (callbackConfig, error) {
+	cb := callbackConfig{url: h.StatusCallback}
+	if h.StatusCallbackSecret != "" {
+		secret, err := resolveSecret(repl, "status_callback_secret", h.StatusCallbackSecret)
+		if err != nil {
+			return cb, err
+		}
+		cb.secret = secret
+	}
+	if len(h.StatusCallbackHeaders) > 0 {
+		cb.header = make(http.Header, len(h.StatusCallbackHeaders))
+		for name, values := range h.StatusCallbackHeaders {
+			for _, v := range values {
+				rv, err := repl.ReplaceOrErr(v, true, true)
+				if err != nil {
+					return cb, fmt.Errorf("status_callback_header %s: a placeholder is unset or unknown (%w)", name, errRedacted)
+				}
+				cb.header.Add(name, rv)
+			}
+		}
+	}
+	return cb, nil
 }
 
 func (h *Handler) applyDefaults() {
@@ -362,6 +421,9 @@ func (h *Handler) applyDefaults() {
 	}
 	if h.MaxConnectAge == 0 {
 		h.MaxConnectAge = caddy.Duration(DefaultMaxConnectAge)
+	}
+	if h.RingTimeout == 0 {
+		h.RingTimeout = caddy.Duration(DefaultRingTimeout)
 	}
 }
 
@@ -409,6 +471,14 @@ func (h *Handler) Validate() error {
 	if h.MaxConnectAge < 0 {
 		return fmt.Errorf("max_connect_age must be positive")
 	}
+	if h.RingTimeout < 0 {
+		return fmt.Errorf("ring_timeout must be positive")
+	}
+	if h.StatusCallback != "" {
+		if err := checkGraphURL(h.StatusCallback); err != nil {
+			return fmt.Errorf("status_callback: %w", err)
+		}
+	}
 	if n := utf8.RuneCountInString(h.BizOpaqueCallbackData); n > maxCallbackData {
 		return fmt.Errorf("biz_opaque_callback_data is %d characters; Meta takes at most %d", n, maxCallbackData)
 	}
@@ -420,7 +490,13 @@ func (h *Handler) Validate() error {
 // real stop the last holder terminates every live call toward Meta and
 // tells every bot. Cleanup is safe after a partial Provision.
 func (h *Handler) Cleanup() error {
+	directory.remove(h)
 	var errs []error
+	if h.notifyKey != "" {
+		if _, err := notifiers.Delete(h.notifyKey); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	lastUser := true
 	if h.calls != nil {
 		deleted, err := registries.Delete(h.registryKey())
