@@ -137,6 +137,9 @@ type notifier struct {
 	logger *zap.Logger
 	now    func() time.Time
 	sleep  func(context.Context, time.Duration) bool
+	// delivered, if set, is called after each event's last attempt
+	// (tests wait on it).
+	delivered func()
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -210,6 +213,9 @@ func (n *notifier) run() {
 			return
 		case ev := <-n.queue:
 			n.deliver(ev)
+			if n.delivered != nil {
+				n.delivered()
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package whatsappcalls
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -24,6 +25,10 @@ type recordingGraph struct {
 	permission *whatsapp.Permission
 	permErr    error
 	offers     []string // the offers connect was sent
+	placed     int
+	// onConnect, if set, runs before connect returns the call id, as
+	// webhooks that overtake connect's answer do.
+	onConnect func(id, offer string)
 }
 
 func (g *recordingGraph) record(action, callID string) error {
@@ -57,7 +62,17 @@ func (g *recordingGraph) Connect(_ context.Context, _ string, req whatsapp.Conne
 	if g.connectErr != nil {
 		return "", g.connectErr
 	}
-	return g.connectID, nil
+	g.mu.Lock()
+	g.placed++
+	id := g.connectID
+	if id == "" {
+		id = fmt.Sprintf("wacid.OUT%d", g.placed)
+	}
+	g.mu.Unlock()
+	if g.onConnect != nil {
+		g.onConnect(id, req.OfferSDP)
+	}
+	return id, nil
 }
 
 func (g *recordingGraph) CallPermission(_ context.Context, _, user string) (*whatsapp.Permission, error) {
