@@ -87,6 +87,12 @@ func (a *API) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	a.routes()
+	return nil
+}
+
+// routes builds the route table.
+func (a *API) routes() {
 	a.mux = http.NewServeMux()
 	a.mux.HandleFunc("GET /calls", a.listCalls)
 	a.mux.HandleFunc("POST /calls", a.placeCall)
@@ -94,7 +100,6 @@ func (a *API) Provision(ctx caddy.Context) error {
 	a.mux.HandleFunc("GET /permissions/{user}", a.getPermission)
 	a.mux.HandleFunc("POST /permission_requests", a.sendPermissionRequest)
 	a.mux.HandleFunc("POST /2010-04-01/Accounts/{account}/Calls/{call}", a.twilioUpdateCall)
-	return nil
 }
 
 // Validate checks that the token is set.
@@ -240,6 +245,19 @@ func (a *API) sendPermissionRequest(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := contextWithTimeout(r, apiGraphBudget)
 	defer cancel()
+	if req.To != "" {
+		// Meta allows 1 request per 24 h and 2 per 7 days to each user, and
+		// says in call_permissions whether one may be sent now: refuse
+		// early, with the limit, rather than send a request Meta refuses.
+		// If the check itself fails, the request goes out and Meta decides.
+		if perm, err := cfg.graph.CallPermission(ctx, req.PhoneNumberID, req.To); err == nil {
+			if act, ok := perm.Action(whatsapp.ActionSendPermissionRequest); ok && !act.CanPerform {
+				writeAPIError(w, http.StatusTooManyRequests, "limit_reached",
+					"meta allows no call permission request to this user now"+limitsText(act.Limits), nil)
+				return
+			}
+		}
+	}
 	id, err := cfg.graph.SendPermissionRequest(ctx, req.PhoneNumberID, whatsapp.PermissionRequest{
 		To: req.To, Recipient: req.Recipient, Body: req.Body,
 	})
@@ -253,6 +271,19 @@ func (a *API) sendPermissionRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"message_id": id})
+}
+
+// limitsText describes Meta's limits on an action, such as
+// " (1 of 1 per PT24H; 2 of 2 per P7D)".
+func limitsText(limits []whatsapp.PermissionLimit) string {
+	if len(limits) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(limits))
+	for _, l := range limits {
+		parts = append(parts, fmt.Sprintf("%d of %d per %s", l.CurrentUsage, l.MaxAllowed, l.TimePeriod))
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
 }
 
 // onlyNumber returns the handler's only phone number id.

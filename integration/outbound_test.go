@@ -531,6 +531,7 @@ func TestOutboundRefused(t *testing.T) {
 		if status != 200 || out["message_id"] != "wamid.PERM1" {
 			t.Fatalf("POST /permission_requests = %d %v; want 200 with the message id", status, out)
 		}
+		g.expect(t, "/call_permissions?user_wa_id="+userWaID, "")
 		a := g.expect(t, "/"+testPhone+"/messages", "")
 		inter, _ := a.Body["interactive"].(map[string]any)
 		if a.Body["type"] != "interactive" || inter["type"] != "call_permission_request" {

@@ -297,6 +297,12 @@ func (c *Client) send(ctx context.Context, req request, out any) (int, error) {
 	start := time.Now()
 	httpResp, err := c.httpClient().Do(httpReq)
 	if err != nil {
+		// The URL can hold a user's number (call_permissions?user_wa_id=):
+		// keep it out of the error.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = fmt.Errorf("%s %s: %w", uerr.Op, req.edge, uerr.Err)
+		}
 		c.logRequest(req.op, req.phoneNumberID, req.callID, 0, start, err)
 		return 0, err
 	}

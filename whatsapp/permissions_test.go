@@ -208,3 +208,11 @@ func TestPermissionMissingParameters(t *testing.T) {
 		t.Errorf("server saw %d requests; want 0", len(*seen))
 	}
 }
+
+func TestCallPermissionErrorHidesNumber(t *testing.T) {
+	c := &Client{BaseURL: "http://127.0.0.1:1", AccessToken: testToken}
+	_, err := c.CallPermission(context.Background(), testPhone, "15551234567")
+	if err == nil || strings.Contains(err.Error(), "15551234567") {
+		t.Errorf("CallPermission() against a closed port = %v; want an error without the user's number", err)
+	}
+}
