@@ -77,13 +77,12 @@ func (API) CaddyModule() caddy.ModuleInfo {
 // Provision resolves the tokens and builds the routes.
 func (a *API) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	repl := caddy.NewReplacer()
 	var err error
-	if a.token, err = resolveSecret(repl, "token", a.Token); err != nil {
+	if a.token, err = resolveSecret("token", a.Token); err != nil {
 		return err
 	}
 	if a.TwilioAuthToken != "" {
-		if a.twilioToken, err = resolveSecret(repl, "twilio_auth_token", a.TwilioAuthToken); err != nil {
+		if a.twilioToken, err = resolveSecret("twilio_auth_token", a.TwilioAuthToken); err != nil {
 			return err
 		}
 	}

@@ -19,7 +19,8 @@ import (
 // listed in the directory until the test ends.
 func newTestAPI(t *testing.T, f *outboundFixture) *API {
 	t.Helper()
-	h := &Handler{calls: f.r, phoneNumbers: f.cfg.phoneNumbers}
+	h := &Handler{phoneNumbers: f.cfg.phoneNumbers, holds: &handlerHolds{}}
+	h.holds.running.Store(&running{calls: f.r, cfg: f.cfg})
 	directory.add(h)
 	t.Cleanup(func() { directory.remove(h) })
 	a := &API{token: "tok", twilioToken: "twtok", logger: zap.NewNop()}

@@ -10,10 +10,10 @@ import (
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
 
-// directory lists the provisioned whatsapp_calls handlers of the process,
-// so that the control API (a separate handler, possibly in another site)
-// finds their calls. A handler is added at the end of Provision and removed
-// in Cleanup.
+// directory lists the started whatsapp_calls handlers of the process, so
+// that the control API (a separate handler, possibly in another site)
+// finds their calls. A handler is added when the app starts it and
+// removed when it stops.
 var directory = &handlerDirectory{}
 
 type handlerDirectory struct {
@@ -33,14 +33,32 @@ func (d *handlerDirectory) remove(h *Handler) {
 	d.handlers = slices.DeleteFunc(d.handlers, func(x *Handler) bool { return x == h })
 }
 
-// registries returns the distinct call registries of the handlers.
-func (d *handlerDirectory) registries() []*registry {
+// running returns the running state of the started handlers, newest
+// last.
+func (d *handlerDirectory) running() []handlerRun {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []*registry
+	out := make([]handlerRun, 0, len(d.handlers))
 	for _, h := range d.handlers {
-		if h.calls != nil && !slices.Contains(out, h.calls) {
-			out = append(out, h.calls)
+		if rt := h.holds.running.Load(); rt != nil {
+			out = append(out, handlerRun{h: h, rt: rt})
+		}
+	}
+	return out
+}
+
+// handlerRun is a started handler and what it runs calls with.
+type handlerRun struct {
+	h  *Handler
+	rt *running
+}
+
+// registries returns the distinct call registries of the handlers.
+func (d *handlerDirectory) registries() []*registry {
+	var out []*registry
+	for _, hr := range d.running() {
+		if !slices.Contains(out, hr.rt.calls) {
+			out = append(out, hr.rt.calls)
 		}
 	}
 	return out
@@ -54,44 +72,33 @@ var errNoHandler = errors.New("no whatsapp_calls handler serves this phone numbe
 // phone_number_ids, else one that serves any number. With no number given,
 // the only handler's only number is meant, if there is exactly one.
 func (d *handlerDirectory) pick(phoneNumberID string) (*registry, callConfig, error) {
-	d.mu.Lock()
-	handlers := slices.Clone(d.handlers)
-	d.mu.Unlock()
-	var any *Handler
-	for _, h := range slices.Backward(handlers) {
-		if h.calls == nil {
-			continue
-		}
+	var any *handlerRun
+	runs := d.running()
+	for i := range slices.Backward(runs) {
+		hr := &runs[i]
 		if phoneNumberID == "" {
-			if any != nil && any.calls != h.calls {
+			if any != nil && any.rt.calls != hr.rt.calls {
 				return nil, callConfig{}, fmt.Errorf("phone_number_id is required: several whatsapp_calls handlers are configured")
 			}
 			if any == nil {
-				any = h
+				any = hr
 			}
 			continue
 		}
-		if h.phoneNumbers == nil {
+		if hr.h.phoneNumbers == nil {
 			if any == nil {
-				any = h
+				any = hr
 			}
 			continue
 		}
-		if _, ok := h.phoneNumbers[phoneNumberID]; ok {
-			return h.calls, h.calls.config(), nil
+		if _, ok := hr.h.phoneNumbers[phoneNumberID]; ok {
+			return hr.rt.calls, hr.rt.cfg, nil
 		}
 	}
 	if any == nil {
 		return nil, callConfig{}, errNoHandler
 	}
-	return any.calls, any.calls.config(), nil
-}
-
-// config returns the config new calls of r use.
-func (r *registry) config() callConfig {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cfg
+	return any.rt.calls, any.rt.cfg, nil
 }
 
 // callView is one live call in the control API's list.

@@ -57,7 +57,6 @@ func newOutboundFixture(t *testing.T, maxCalls int) *outboundFixture {
 			url: "ws" + strings.TrimPrefix(botSrv.URL, "http") + "/bot", protocol: bot.Twilio, sampleRate: 8000, timeout: time.Second,
 		},
 	}
-	f.r.configure(f.cfg)
 	t.Cleanup(func() {
 		if err := f.r.Destruct(); err != nil {
 			t.Error(err)
@@ -147,7 +146,7 @@ func TestMaxCallsBothDirections(t *testing.T) {
 	}
 	in := connectEvent("wacid.IN")
 	in.Call.Session = &whatsapp.Session{SDPType: "offer", SDP: "v=0"}
-	f.r.connect(in)
+	f.r.connect(in, f.cfg)
 	deadline := time.Now().Add(5 * time.Second)
 	for !slices.Contains(f.g.calls(), "reject wacid.IN") {
 		if time.Now().After(deadline) {
@@ -207,7 +206,7 @@ func TestOutboundManyAttempts(t *testing.T) {
 		case 1: // answered, then the user hangs up
 			f.answerAs(t, id, f.g.offers[len(f.g.offers)-1])
 			waitState(t, f.r, id, stateAnswered)
-			f.r.terminate(whatsapp.CallEvent{PhoneNumberID: "1", Call: whatsapp.Call{ID: id, Event: "terminate", Status: "COMPLETED"}})
+			f.r.terminate(whatsapp.CallEvent{PhoneNumberID: "1", Call: whatsapp.Call{ID: id, Event: "terminate", Status: "COMPLETED"}}, f.cfg)
 		case 2: // hung up while ringing
 			f.r.hangupCall(id, errHungUpByAPI)
 		}
