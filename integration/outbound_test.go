@@ -604,3 +604,33 @@ func TestPermissionReplyCallback(t *testing.T) {
 		t.Errorf("permission_reply callback = %v", ev)
 	}
 }
+
+// TestTwilioHangupInboundCall hangs up a user-initiated call with the
+// request pipecat sends, and lists it through the control API first.
+func TestTwilioHangupInboundCall(t *testing.T) {
+	graph := newFakeGraph(t)
+	b := newTestBot(t, "twilio", 8000, 600)
+	sink := newCallbackSink(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(outboundConfig(graph.URL, "ws"+strings.TrimPrefix(b.URL, "http"), sink.URL, ""), "caddyfile")
+
+	call := placeCall(t, "http://localhost:9080/webhook", graph, "wacid.inbound-rest")
+	if ev := sink.expect(t, "answered"); ev["direction"] != "inbound" || ev["call_id"] != call.id {
+		t.Errorf("answered callback = %v", ev)
+	}
+	_, list := api(t, http.MethodGet, "/calls", apiToken, nil)
+	calls, _ := list["calls"].([]any)
+	if len(calls) != 1 || calls[0].(map[string]any)["direction"] != "inbound" || calls[0].(map[string]any)["from"] != nil {
+		t.Fatalf("GET /calls = %v; want the inbound call without its number", list)
+	}
+	status, resp := pipecatHangup(t, bot.TwilioAccountSID(testPhone), bot.TwilioCallSID(call.id), twilioToken)
+	if status != 200 || resp["direction"] != "inbound" {
+		t.Fatalf("Twilio hang-up = %d %v; want 200", status, resp)
+	}
+	if a := graph.wait(t, 5*time.Second); a.Body["action"] != "terminate" || a.Body["call_id"] != call.id {
+		t.Fatalf("Graph action after the REST hang-up = %v; want terminate", a.Body)
+	}
+	if ev := sink.expect(t, "ended"); ev["reason"] != "completed_bot" {
+		t.Errorf("ended callback = %v; want completed_bot", ev)
+	}
+}
