@@ -315,6 +315,10 @@ func (s *Simulator) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/calls/{id}/events", s.serveEvents)
 	mux.HandleFunc("POST /api/calls/{id}/hangup", s.serveHangup)
 	mux.HandleFunc("POST /graph/{version}/{phone_number_id}/calls", s.serveGraph)
+	mux.HandleFunc("GET /graph/{version}/{phone_number_id}/call_permissions", s.servePermissions)
+	mux.HandleFunc("POST /graph/{version}/{phone_number_id}/messages", s.serveMessages)
+	mux.HandleFunc("POST /api/calls/{id}/answer", s.serveAnswer)
+	mux.HandleFunc("POST /api/calls/{id}/decline", s.serveDecline)
 	return mux
 }
 
