@@ -634,3 +634,46 @@ func TestTwilioHangupInboundCall(t *testing.T) {
 		t.Errorf("ended callback = %v; want completed_bot", ev)
 	}
 }
+
+// TestOutboundReload places a call, reloads the config while it rings,
+// and checks that Meta's answer and ACCEPTED after the reload still
+// connect the bot, that the status callback queue went on, and that a
+// real stop terminates the call toward Meta.
+func TestOutboundReload(t *testing.T) {
+	g := newMetaGraph(t, "permanent")
+	b := newTestBot(t, "twilio", 8000, 600)
+	sink := newCallbackSink(t)
+	botURL := "ws" + strings.TrimPrefix(b.URL, "http")
+	tester := caddytest.NewTester(t)
+	tester.InitServer(outboundConfig(g.URL, botURL, sink.URL, ""), "caddyfile")
+	const webhook = "http://localhost:9080/webhook"
+
+	id, offer := placeOutbound(t, g, map[string]any{"to": userWaID})
+	sink.expect(t, "initiated")
+	tester.InitServer(outboundConfig(g.URL, botURL, sink.URL, "bot_param reloaded yes"), "caddyfile")
+
+	user, err := caller.NewAnswerer(caller.Config{}, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer user.Close()
+	signedPost(t, webhook, answerWebhook(id, user.Answer()))
+	signedPost(t, webhook, statusWebhook(id, "ACCEPTED"))
+	sink.expect(t, "answered")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := user.WaitConnected(ctx); err != nil {
+		t.Fatalf("the user's side never connected after the reload: %v", err)
+	}
+	g.none(t, 200*time.Millisecond, "nothing toward Meta across a reload")
+
+	tester.InitServer(`
+	{
+`+testGlobals+`	}
+	http://localhost:9080 {
+		respond "stopped" 503
+	}`, "caddyfile")
+	if a := g.expect(t, "/calls", "terminate"); a.Body["call_id"] != id {
+		t.Errorf("terminate of %v on stop; want %s", a.Body["call_id"], id)
+	}
+}
