@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -675,5 +676,65 @@ func TestOutboundReload(t *testing.T) {
 	}`, "caddyfile")
 	if a := g.expect(t, "/calls", "terminate"); a.Body["call_id"] != id {
 		t.Errorf("terminate of %v on stop; want %s", a.Body["call_id"], id)
+	}
+}
+
+// TestOutboundLogsHoldNoNumbers runs business-initiated calls, a
+// permission request and reply, and control API calls with Caddy's log at
+// INFO, and checks that no phone number, secret or SDP reaches it.
+func TestOutboundLogsHoldNoNumbers(t *testing.T) {
+	dir := t.TempDir()
+	errorLog := dir + "/caddy.log"
+	g := newMetaGraph(t, "permanent")
+	b := newTestBot(t, "twilio", 8000, 600)
+	sink := newCallbackSink(t)
+	cfg := outboundConfig(g.URL, "ws"+strings.TrimPrefix(b.URL, "http"), sink.URL, "")
+	cfg = strings.Replace(cfg, testGlobals, testGlobals+"\t\tlog {\n\t\t\toutput file "+errorLog+"\n\t\t\tlevel INFO\n\t\t}\n", 1)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(cfg, "caddyfile")
+	const webhook = "http://localhost:9080/webhook"
+
+	id, offer := placeOutbound(t, g, map[string]any{"to": userWaID, "biz_opaque_callback_data": "secret-ticket"})
+	user, err := caller.NewAnswerer(caller.Config{}, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer user.Close()
+	signedPost(t, webhook, answerWebhook(id, user.Answer()))
+	signedPost(t, webhook, statusWebhook(id, "RINGING"))
+	signedPost(t, webhook, statusWebhook(id, "ACCEPTED"))
+	for _, ev := range []string{"initiated", "ringing", "answered"} {
+		sink.expect(t, ev)
+	}
+	if status, _ := api(t, http.MethodDelete, "/calls/"+id, apiToken, nil); status != 200 {
+		t.Fatalf("DELETE /calls = %d", status)
+	}
+	sink.expect(t, "ended")
+	if status, _ := api(t, http.MethodPost, "/permission_requests", apiToken, map[string]any{"to": userWaID, "body": "May we call?"}); status != 200 {
+		t.Fatalf("POST /permission_requests = %d", status)
+	}
+	signedPost(t, webhook, []byte(`{"object":"whatsapp_business_account","entry":[{"id":"WABA","changes":[{"field":"messages","value":{
+"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550001111","phone_number_id":"`+testPhone+`"},
+"messages":[{"from":"`+userWaID+`","id":"wamid.R","timestamp":"1750000000","type":"interactive",
+"interactive":{"type":"call_permission_reply","call_permission_reply":{"response":"accept","is_permanent":true,"response_source":"user_action"}}}]}}]}]}`))
+	sink.expect(t, "permission_reply")
+	tester.InitServer(`{"admin":{"listen":"localhost:2999"}}`, "json")
+
+	data, err := os.ReadFile(errorLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{id, "call placed", "call permission reply"} {
+		if !strings.Contains(string(data), want) {
+			t.Fatalf("the log has no %q; the test would prove nothing", want)
+		}
+	}
+	for what, s := range map[string]string{
+		"user number": userWaID, "business no.": "15550001111", "api token": apiToken, "twilio token": twilioToken,
+		"callback secret": cbSecret, "access token": testAccess, "callback data": "secret-ticket", "SDP": "a=ice-ufrag",
+	} {
+		if strings.Contains(string(data), s) {
+			t.Errorf("the log contains the %s (%q)", what, s)
+		}
 	}
 }
