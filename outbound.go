@@ -252,8 +252,17 @@ func (r *registry) place(ctx context.Context, cfg callConfig, req placeRequest) 
 	if req.Bot != "" {
 		botTmpl.url = req.Bot
 	}
-	if len(req.BotParams) > 0 {
-		botTmpl.params = mergeParams(botTmpl.params, req.BotParams)
+	extra := req.BotParams
+	if req.Recipient != "" {
+		// A user without a shared number is known by their BSUID only:
+		// the bot gets it as to_user_id (a request's own bot_params win).
+		extra = map[string]string{"to_user_id": req.Recipient}
+		for k, v := range req.BotParams {
+			extra[k] = v
+		}
+	}
+	if len(extra) > 0 {
+		botTmpl.params = mergeParams(botTmpl.params, extra)
 		if err := bot.CheckParams(botTmpl.protocol, botTmpl.params); err != nil {
 			return nil, badRequest("bot_params: %v", err)
 		}

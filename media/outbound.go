@@ -23,6 +23,9 @@ type OutboundConfig struct {
 	Logger *zap.Logger
 	// Hooks are optional callbacks for metrics.
 	Hooks Hooks
+	// PlayoutLimit is the most bot audio queued for the user, as
+	// SessionConfig.PlayoutLimit. Zero means DefaultPlayoutLimit.
+	PlayoutLimit int
 }
 
 // Outbound is the media of a business-initiated call while it is being
@@ -70,7 +73,7 @@ func (e *Engine) NewOutbound(ctx context.Context, cfg OutboundConfig) (*Outbound
 	default:
 		return nil, fmt.Errorf("outbound sample rate %d: want 8000, 16000 or 24000", rate)
 	}
-	o := &Outbound{s: e.newSession(logger, cfg.Hooks, false), rate: rate}
+	o := &Outbound{s: e.newSession(logger, cfg.Hooks, false, cfg.PlayoutLimit), rate: rate}
 	offer, err := o.s.setupOfferer(ctx, rate)
 	if err != nil {
 		_ = o.Close()
