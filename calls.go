@@ -440,6 +440,10 @@ func (r *registry) run(c *call, cfg callConfig) {
 func (r *registry) fail(c *call, cfg callConfig, err error, reason string) {
 	if errors.Is(context.Cause(c.ctx), errCallerHungUp) {
 		r.metrics.callEnded(resultMissed, "caller_hung_up", media.Stats{})
+		ev := c.statusEvent(eventEnded)
+		ev.Reason = "caller_hung_up"
+		c.addTerminate(&ev)
+		cfg.notify.send(ev)
 		cfg.logger.Info("call ended", zap.String("call_id", c.ev.Call.ID),
 			zap.String("result", resultMissed), zap.Duration("duration", time.Since(c.received)))
 		return
@@ -483,6 +487,10 @@ func (r *registry) failAccept(c *call, cfg callConfig, err error) {
 		}
 	}
 	r.metrics.callEnded(resultFailed, "graph_accept", media.Stats{})
+	ev := c.statusEvent(eventEnded)
+	ev.Reason = "graph_accept"
+	ev.Errors = metaErrors(err)
+	cfg.notify.send(ev)
 	cfg.logger.Warn("call ended", fields...)
 }
 
@@ -564,6 +572,10 @@ func (r *registry) reject(cfg callConfig, ev whatsapp.CallEvent, cause error, re
 		fields = append(fields, zap.NamedError("reject_error", err))
 	}
 	r.metrics.callEnded(resultRejected, reason, media.Stats{})
+	cfg.notify.send(statusEvent{
+		Event: eventEnded, CallID: ev.Call.ID, Direction: directionInbound, PhoneNumberID: ev.PhoneNumberID,
+		From: ev.Call.From, TwilioCallSID: bot.TwilioCallSID(ev.Call.ID), Reason: reason, Errors: metaErrors(cause),
+	})
 	cfg.logger.Warn("call ended", fields...)
 }
 

@@ -413,6 +413,7 @@ func (r *registry) runOutbound(c *call, o *media.Outbound, cfg callConfig, botTm
 		r.metrics.callEnded(result, reason, media.Stats{})
 		ev := c.statusEvent(eventEnded)
 		ev.Reason = reason
+		ev.Errors = metaErrors(err)
 		c.addTerminate(&ev)
 		cfg.notify.send(ev)
 		log.Info("call ended", zap.String("direction", directionOutbound), zap.String("result", result),
@@ -595,6 +596,16 @@ func (c *call) addTerminate(ev *statusEvent) {
 	for _, e := range t.Errors {
 		ev.Errors = append(ev.Errors, callbackError{Code: e.Code, Message: e.Text()})
 	}
+}
+
+// metaErrors returns the Graph API error in err, if any, as a status
+// callback's errors.
+func metaErrors(err error) []callbackError {
+	var apiErr *whatsapp.APIError
+	if errors.As(err, &apiErr) && apiErr.Code != 0 {
+		return []callbackError{{Code: apiErr.Code, Message: apiErr.Message}}
+	}
+	return nil
 }
 
 // redactQuery returns a URL without its query and user info, which may

@@ -441,6 +441,7 @@ func TestOutboundCallEnds(t *testing.T) {
 		if ev := sink.expect(t, "ended"); ev["reason"] != "hung_up_api" {
 			t.Errorf("ended callback = %v; want reason hung_up_api", ev)
 		}
+		waitCalls(t, 0)
 		if status, _ := api(t, http.MethodDelete, "/calls/"+id, apiToken, nil); status != http.StatusNotFound {
 			t.Errorf("second DELETE = %d; want 404", status)
 		}
@@ -736,5 +737,26 @@ func TestOutboundLogsHoldNoNumbers(t *testing.T) {
 		if strings.Contains(string(data), s) {
 			t.Errorf("the log contains the %s (%q)", what, s)
 		}
+	}
+}
+
+// TestInboundRejectedCallback checks that a user-initiated call that is
+// rejected (here: the bot is down) reaches the status callback as ended,
+// with the reason.
+func TestInboundRejectedCallback(t *testing.T) {
+	g := newMetaGraph(t, "permanent")
+	sink := newCallbackSink(t)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(outboundConfig(g.URL, "ws://127.0.0.1:1/bot", sink.URL, "bot_timeout 200ms"), "caddyfile")
+	c, err := caller.New(caller.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	signedPost(t, "http://localhost:9080/webhook", connectWebhook("wacid.in-rejected", c.Offer()))
+	g.expect(t, "/calls", "reject")
+	ev := sink.expect(t, "ended")
+	if ev["call_id"] != "wacid.in-rejected" || ev["direction"] != "inbound" || ev["reason"] != "bot_unavailable" {
+		t.Errorf("ended callback = %v; want the inbound call, reason bot_unavailable", ev)
 	}
 }
