@@ -1,6 +1,7 @@
 package whatsappcalls
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
 )
 
@@ -168,7 +170,7 @@ func (a *API) placeCall(w http.ResponseWriter, r *http.Request) {
 	}
 	v := callView{
 		CallID: c.ev.Call.ID, Direction: c.direction, State: c.stateName(), Started: c.received.UTC(),
-		PhoneNumberID: c.ev.PhoneNumberID, Bot: c.botURL, TwilioCallSID: c.statusEvent("").TwilioCallSID,
+		PhoneNumberID: c.ev.PhoneNumberID, Bot: c.botURL, TwilioCallSID: bot.TwilioCallSID(c.ev.Call.ID),
 	}
 	writeJSON(w, http.StatusCreated, v)
 }
@@ -283,6 +285,13 @@ func limitsText(limits []whatsapp.PermissionLimit) string {
 		parts = append(parts, fmt.Sprintf("%d of %d per %s", l.CurrentUsage, l.MaxAllowed, l.TimePeriod))
 	}
 	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+// contextWithTimeout bounds an API request's work. A client that goes
+// away must not cut a placement short: connect may already have reached
+// Meta, and the call must then be followed.
+func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), d)
 }
 
 // onlyNumber returns the handler's only phone number id.

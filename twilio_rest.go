@@ -1,7 +1,6 @@
 package whatsappcalls
 
 import (
-	"context"
 	"crypto/subtle"
 	"net/http"
 	"strconv"
@@ -100,11 +99,4 @@ func writeTwilioError(w http.ResponseWriter, status, code int, msg string) {
 		"more_info": "https://www.twilio.com/docs/errors/" + strconv.Itoa(code),
 		"status":    status,
 	})
-}
-
-// contextWithTimeout bounds an API request's work.
-func contextWithTimeout(r *http.Request, d time.Duration) (context.Context, context.CancelFunc) {
-	// A client that goes away must not cut a placement short: connect may
-	// already have reached Meta, and the call must then be followed.
-	return context.WithTimeout(context.WithoutCancel(r.Context()), d)
 }
