@@ -299,7 +299,11 @@ func (s *echoServer) answer(c *echoCall, ev whatsapp.CallEvent) (err error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: ev.Call.Session.SDP}); err != nil {
 		return fmt.Errorf("set offer: %w", err)
 	}
-	track, err := webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "echo")
+	capability := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}
+	if s.cfg.PCMU {
+		capability = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}
+	}
+	track, err := webrtc.NewTrackLocalStaticRTP(capability, "audio", "echo")
 	if err != nil {
 		return fmt.Errorf("new track: %w", err)
 	}
@@ -318,7 +322,7 @@ func (s *echoServer) answer(c *echoCall, ev whatsapp.CallEvent) (err error) {
 		}
 	}()
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		if tr.Codec().MimeType != webrtc.MimeTypeOpus {
+		if tr.Codec().MimeType != capability.MimeType {
 			return
 		}
 		// pion already runs OnTrack on its own goroutine: read here, but
