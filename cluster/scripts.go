@@ -1,0 +1,109 @@
+package cluster
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts below keep each step atomic in Redis. Keys are named by
+// Node.key; a call's keys are "seen:<id>", "lease:<id>", "hangup:<id>"
+// and "swept:<id>", and the live calls are fields of the "calls" hash.
+
+// claimScript takes a call for a node, once per call id.
+//
+// KEYS: seen, lease, calls. ARGV: node, lease ms, dedupe ms, call id, call
+// JSON. Returns {1, node} when claimed, else {0, holder of the seen key}.
+var claimScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+  return {1, ARGV[1]}
+end
+return {0, redis.call('GET', KEYS[1])}
+`)
+
+// refreshScript extends the leases of a node's calls and reports, per call,
+// what it found: 0 refreshed, 1 recorded again (the lease was gone, after a
+// Redis outage or restart), 2 held by another node, 3 swept by a peer. The
+// second item of each reply is a pending hang-up reason, or "".
+//
+// KEYS: calls, then per call seen, lease, hangup, swept. ARGV: node, lease
+// ms, dedupe ms, then per call id and call JSON.
+var refreshScript = redis.NewScript(`
+local out = {}
+local n = (#KEYS - 1) / 4
+for i = 1, n do
+  local seen, lease, hangup, swept = KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i], KEYS[4*i+1]
+  local st = 0
+  if redis.call('EXISTS', swept) == 1 then
+    st = 3
+  else
+    local cur = redis.call('GET', lease)
+    if cur == ARGV[1] then
+      redis.call('PEXPIRE', lease, ARGV[2])
+    elseif not cur then
+      redis.call('SET', seen, ARGV[1], 'NX', 'PX', ARGV[3])
+      redis.call('SET', lease, ARGV[1], 'PX', ARGV[2])
+      redis.call('HSET', KEYS[1], ARGV[2+2*i], ARGV[3+2*i])
+      st = 1
+    else
+      st = 2
+    end
+  end
+  out[i] = {st, redis.call('GET', hangup) or ''}
+end
+return out
+`)
+
+// releaseScript forgets a call that ended on its owner. The seen key stays
+// for the dedupe window.
+//
+// KEYS: lease, calls, hangup. ARGV: node, call id.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+local v = redis.call('HGET', KEYS[2], ARGV[2])
+if v and cjson.decode(v)['node'] == ARGV[1] then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+redis.call('DEL', KEYS[3])
+return 1
+`)
+
+// forwardScript hands a hang-up to a call's owner: a marker key, read by the
+// owner's refresh, and a message on the owner's channel. A call nobody owns
+// is marked seen, so that a connect arriving after its terminate does
+// nothing.
+//
+// KEYS: lease, seen, hangup. ARGV: reason, marker ms, dedupe ms, channel
+// prefix, message, sender node. Returns {owner or "", receivers}.
+var forwardScript = redis.NewScript(`
+local owner = redis.call('GET', KEYS[1])
+if not owner then
+  redis.call('SET', KEYS[2], '~ended', 'NX', 'PX', ARGV[3])
+  return {'', 0}
+end
+if owner == ARGV[6] then
+  return {owner, 0}
+end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return {owner, redis.call('PUBLISH', ARGV[4] .. owner, ARGV[5])}
+`)
+
+// sweepScript takes an orphaned call (a calls entry without a lease) for
+// one peer, which then ends it. Returns the call JSON, or false when the
+// call is alive or another peer took it.
+//
+// KEYS: lease, swept, calls. ARGV: call id, sweeper node, swept ms.
+var sweepScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local v = redis.call('HGET', KEYS[3], ARGV[1])
+if not v then
+  return false
+end
+if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return false
+end
+redis.call('HDEL', KEYS[3], ARGV[1])
+return v
+`)
