@@ -49,11 +49,25 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		bot_timeout      <duration>
 //		max_connect_age  <duration>
 //		biz_opaque_callback_data <template>
+//		cluster          <redis-host:port> {
+//			username        <user>
+//			password        <password>
+//			db              <n>
+//			tls
+//			tls_server_name <name>
+//			tls_ca          <pem-file>
+//			key_prefix      <prefix>
+//			node_id         <id>
+//			node_address    <host:port>
+//			claim_ttl       <duration>
+//		}
 //	}
 //
 // app_secret, verify_token, access_token and bot are required. bot_header,
 // bot_param and ice_server may be repeated; phone_number_ids, public_ip and
 // ice_networks take one or more values and may be repeated to add more.
+// The optional cluster block shares calls between several nodes through
+// Redis; see ClusterConfig.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -247,6 +261,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.BotTimeout = caddy.Duration(dur)
 			default:
 				h.MaxConnectAge = caddy.Duration(dur)
+			}
+
+		case "cluster":
+			h.Cluster = new(ClusterConfig)
+			if err := h.Cluster.unmarshalCaddyfile(d); err != nil {
+				return err
 			}
 
 		default:

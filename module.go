@@ -181,6 +181,10 @@ type Handler struct {
 	// warning), since cut opaque data would be wrong data. Default: none.
 	BizOpaqueCallbackData string `json:"biz_opaque_callback_data,omitempty"`
 
+	// Shares the calls of several nodes behind a load balancer through
+	// Redis. Default: none (one node, no Redis).
+	Cluster *ClusterConfig `json:"cluster,omitempty"`
+
 	appSecret    []byte
 	verifyToken  string
 	phoneNumbers map[string]struct{}
@@ -411,6 +415,11 @@ func (h *Handler) Validate() error {
 	}
 	if n := utf8.RuneCountInString(h.BizOpaqueCallbackData); n > maxCallbackData {
 		return fmt.Errorf("biz_opaque_callback_data is %d characters; Meta takes at most %d", n, maxCallbackData)
+	}
+	if h.Cluster != nil {
+		if err := h.Cluster.validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
