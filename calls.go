@@ -53,6 +53,9 @@ const (
 	// resultFailed is a call whose accept failed in a way that may have
 	// accepted it anyway; it was terminated toward Meta.
 	resultFailed = "failed"
+	// resultDuplicate is a connect that another node of the cluster
+	// answered (or that Meta terminated first).
+	resultDuplicate = "duplicate"
 )
 
 // Errors that explain why a call ended.
@@ -84,6 +87,7 @@ type registry struct {
 	seen      map[string]time.Time
 	lastPrune time.Time
 	now       func() time.Time
+	link      *clusterLink // this registry's cluster node; nil on one node
 }
 
 // callConfig is what a new call needs from the current config.
@@ -135,7 +139,7 @@ func (r *registry) Destruct() error {
 	r.cancel(errShutdown)
 	r.mu.Unlock()
 	r.wg.Wait()
-	return nil
+	return r.closeCluster()
 }
 
 // sessions returns the media sessions of the live calls that have one.
@@ -189,12 +193,19 @@ func (r *registry) connect(ev whatsapp.CallEvent) {
 	}
 	r.remember(id)
 	cfg := r.cfg
+	link := r.link
 	if len(r.live) >= cfg.maxCalls {
 		r.wg.Add(1)
 		r.mu.Unlock()
 		go func() {
 			defer r.wg.Done()
+			// A node that is full rejects only a call it claimed: a
+			// connect retried here may be live on a peer.
+			if link != nil && !r.claim(link, ev, r.now(), cfg) {
+				return
+			}
 			r.reject(cfg, ev, errOverCapacity, "over_capacity")
+			r.releaseClaim(id)
 		}()
 		return
 	}
@@ -205,7 +216,21 @@ func (r *registry) connect(ev whatsapp.CallEvent) {
 	r.mu.Unlock()
 
 	r.metrics.callStarted()
-	go r.run(c, cfg)
+	go func() {
+		// In a cluster the call is claimed in Redis before anything is
+		// sent to Meta, so that a connect retried on several nodes is
+		// answered by one.
+		if link != nil && !r.claim(link, ev, c.received, cfg) {
+			r.mu.Lock()
+			delete(r.live, id)
+			r.mu.Unlock()
+			c.hangup(nil)
+			r.metrics.callEnded(resultDuplicate, "claimed_elsewhere", media.Stats{})
+			r.wg.Done()
+			return
+		}
+		r.run(c, cfg)
+	}()
 }
 
 // connectAge returns how old a connect event is by its timestamp, and
@@ -240,6 +265,14 @@ func (r *registry) terminate(ev whatsapp.CallEvent) {
 		r.remember(ev.Call.ID)
 	}
 	logger := r.cfg.logger
+	link := r.link
+	if c == nil && link != nil && r.ctx.Err() == nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.forwardTerminate(link, ev.Call.ID, logger)
+		}()
+	}
 	r.mu.Unlock()
 	if c != nil {
 		c.hangup(errCallerHungUp)
@@ -278,6 +311,7 @@ func (r *registry) release(c *call) {
 	delete(r.live, c.ev.Call.ID)
 	r.mu.Unlock()
 	c.hangup(nil)
+	r.releaseClaim(c.ev.Call.ID)
 }
 
 // run is one call's life: build the answer and dial the bot, pre_accept,
@@ -539,6 +573,8 @@ func endedBy(err error) string {
 		return "caller"
 	case errors.Is(err, errShutdown):
 		return "shutdown"
+	case errors.Is(err, errRemoteHangup):
+		return "remote"
 	case errors.Is(err, media.ErrBotHangup):
 		return "bot"
 	case errors.Is(err, media.ErrBotFailed):

@@ -314,7 +314,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	h.metrics = loadMetrics(ctx.GetMetricsRegistry())
 	h.calls = loadRegistry(h.registryKey(), h.metrics)
-	h.calls.configure(callConfig{
+	callCfg := callConfig{
 		logger:        h.logger.Named("calls"),
 		graph:         h.graph,
 		engine:        h.engine,
@@ -324,7 +324,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		acceptTimeout: time.Duration(h.AcceptTimeout),
 		maxConnectAge: time.Duration(h.MaxConnectAge),
 		callbackData:  h.BizOpaqueCallbackData,
-	})
+	}
+	h.calls.configure(callCfg)
+	if h.Cluster != nil {
+		cc, err := h.Cluster.nodeConfig(repl, h.logger.Named("cluster"))
+		if err != nil {
+			return err
+		}
+		if err := h.calls.attachCluster(cc, callCfg); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
