@@ -14,7 +14,7 @@ func BenchmarkForwardHangup(b *testing.B) {
 	s := startRedis(b)
 	got := make(chan string, 1)
 	mk := func(id string, onHangup func(string, string)) *Node {
-		n, err := New(Config{Addr: s.addr(), NodeID: id, ClaimTTL: time.Minute,
+		n, err := New(Config{Addr: s.Addr(), NodeID: id, ClaimTTL: time.Minute,
 			OnHangup: onHangup, OnOrphan: func(Call) {}})
 		if err != nil {
 			b.Fatal(err)

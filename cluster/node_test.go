@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/redistest"
 )
 
 const testTTL = 900 * time.Millisecond
@@ -299,7 +301,7 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s.stop()
+	s.Stop()
 	if holder, err := a.Claim(ctx, Call{ID: "wacid.during", PhoneNumberID: "p"}); !errors.Is(err, ErrUnavailable) || holder != "a" {
 		t.Fatalf("Claim() with Redis down = %q, %v; want a, ErrUnavailable", holder, err)
 	}
@@ -310,7 +312,7 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatalf("List() with Redis down = %v; want ErrUnavailable", err)
 	}
 	time.Sleep(testTTL) // the loops fail for a while
-	s.start()
+	s.Restart()
 
 	deadline := time.Now().Add(5 * testTTL)
 	for {
@@ -343,5 +345,37 @@ func TestRedisRestart(t *testing.T) {
 	case o := <-orphans:
 		t.Fatalf("live call %s swept by %s after the outage", o.call.ID, o.by)
 	case <-time.After(testTTL):
+	}
+}
+
+// A node authenticates with its password; a wrong one fails every call
+// with ErrUnavailable and an error that does not show it.
+func TestPassword(t *testing.T) {
+	s := redistest.Start(t, "right-password-123")
+	tests := []struct {
+		name     string
+		password string
+		wantErr  error
+	}{
+		{"right", "right-password-123", nil},
+		{"wrong", "wrong-password-456", ErrUnavailable},
+		{"none", "", ErrUnavailable},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := New(Config{Addr: s.Addr(), Password: tt.password, NodeID: "a",
+				OnHangup: func(string, string) {}, OnOrphan: func(Call) {}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			_, err = n.Claim(context.Background(), Call{ID: fmt.Sprintf("wacid.pw%d", i)})
+			if !errors.Is(err, tt.wantErr) && !(tt.wantErr == nil && err == nil) {
+				t.Fatalf("Claim() with the %s password = %v; want %v", tt.name, err, tt.wantErr)
+			}
+			if err != nil && tt.password != "" && contains(err.Error(), tt.password) {
+				t.Fatalf("Claim() error %q shows the password", err)
+			}
+		})
 	}
 }
