@@ -72,3 +72,21 @@ func waitSubscribed(tb testing.TB, from, owner *Node) {
 		}
 	}
 }
+
+// BenchmarkRedisRoundTrip is the floor for BenchmarkForwardHangup: one
+// PING to the same kind of redis-server, through the node's own client.
+func BenchmarkRedisRoundTrip(b *testing.B) {
+	s := startRedis(b)
+	n, err := New(Config{Addr: s.Addr(), NodeID: "ping", OnHangup: func(string, string) {}, OnOrphan: func(Call) {}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close()
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		if err := n.rdb.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -561,13 +561,19 @@ func TestClusterThreeNodes(t *testing.T) {
 		mediaFlows(t, c, "after retried connects")
 	}
 
-	// Meta's terminate lands on a node that does not own the call: the
-	// owner ends it, stops the bot, and sends Meta nothing.
-	a := calls[0]
+	// Meta's terminate lands on the owner (for the same-run comparison),
+	// then on a node that does not own the call: the owner ends it, stops
+	// the bot, and sends Meta nothing.
+	local := dial(t, lbURL, graph, bot, nodes, "wacid.cluster-local")
 	sent := time.Now()
+	signedPost(t, nodeURL(local.owner), terminateWebhook(local.id))
+	tookLocal := waitEnded(t, local, sent, 3*time.Second, "Meta's terminate on its own node")
+	a := calls[0]
+	sent = time.Now()
 	signedPost(t, nodeURL(other(a.owner)), terminateWebhook(a.id))
 	took := waitEnded(t, a, sent, 3*time.Second, "Meta's terminate on another node")
-	t.Logf("terminate webhook on %s -> bot of %s closed on %s: %s", other(a.owner).id, a.id, a.owner.id, took)
+	t.Logf("terminate webhook -> bot socket closed: on the owner %s, forwarded from another node %s (%.1fx)",
+		tookLocal, took, float64(took)/float64(tookLocal))
 	if !a.bot.stop.Load() {
 		t.Errorf("bot of %s got no stop before the close", a.id)
 	}
