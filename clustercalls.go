@@ -79,7 +79,9 @@ func (r *registry) attachCluster(cc cluster.Config, cfg callConfig) error {
 // call is answered with the local dedupe only, and recorded in Redis once
 // it is back.
 func (r *registry) claim(link *clusterLink, ev whatsapp.CallEvent, received time.Time, cfg callConfig) bool {
-	owner, err := link.node.Claim(r.ctx, cluster.Call{
+	// Not r.ctx: a connect that came in before a shutdown is claimed and
+	// then handled (answered, or rejected over capacity) as on one node.
+	owner, err := link.node.Claim(context.Background(), cluster.Call{
 		ID:            ev.Call.ID,
 		PhoneNumberID: ev.PhoneNumberID,
 		Direction:     ev.Call.Direction,
@@ -98,7 +100,8 @@ func (r *registry) claim(link *clusterLink, ev whatsapp.CallEvent, received time
 			zap.String("call_id", ev.Call.ID), zap.Error(err))
 		return true
 	default:
-		return false // the registry is stopping
+		cfg.logger.Warn("call not claimed", zap.String("call_id", ev.Call.ID), zap.Error(err))
+		return false
 	}
 }
 

@@ -190,11 +190,21 @@ func (n *Node) Claim(ctx context.Context, c Call) (string, error) {
 	n.calls[c.ID] = oc
 	n.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
+	rctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
 	defer cancel()
-	res, err := claimScript.Run(ctx, n.rdb,
+	res, err := claimScript.Run(rctx, n.rdb,
 		[]string{n.key("seen", c.ID), n.key("lease", c.ID), n.callsKey()},
 		self, ms(n.cfg.ClaimTTL), ms(n.cfg.DedupeWindow), c.ID, string(raw)).Slice()
+	if err != nil && ctx.Err() != nil {
+		// The caller gave up: nothing is known of the claim, so the call
+		// is not this node's.
+		n.mu.Lock()
+		if n.calls[c.ID] == oc {
+			delete(n.calls, c.ID)
+		}
+		n.mu.Unlock()
+		return "", fmt.Errorf("claim call %s: %w", c.ID, ctx.Err())
+	}
 	if err != nil {
 		n.setHealthy(err)
 		n.mu.Lock()

@@ -1,0 +1,145 @@
+package whatsappcalls
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/cluster"
+	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/redistest"
+	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
+)
+
+// peerNode is another node of the cluster, driven by the test.
+func peerNode(t *testing.T, s *redistest.Server, id string) *cluster.Node {
+	t.Helper()
+	n, err := cluster.New(cluster.Config{Addr: s.Addr(), NodeID: id, ClaimTTL: time.Second,
+		OnHangup: func(string, string) {}, OnOrphan: func(cluster.Call) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
+}
+
+func clusteredRegistry(t *testing.T, s *redistest.Server, cfg callConfig) *registry {
+	t.Helper()
+	r := newRegistry(nil)
+	r.configure(cfg)
+	if err := r.attachCluster(cluster.Config{Addr: s.Addr(), NodeID: "self", ClaimTTL: time.Second, Logger: zap.NewNop()}, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Destruct() })
+	return r
+}
+
+// A full node rejects the calls it claimed, never a retried connect of a
+// call that a peer answered.
+func TestClusterFullNodeRejectsOnlyItsClaims(t *testing.T) {
+	s := redistest.Start(t, "")
+	peer := peerNode(t, s, "peer")
+	if _, err := peer.Claim(context.Background(), cluster.Call{ID: "wacid.elsewhere", PhoneNumberID: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	g := &recordingGraph{}
+	r := clusteredRegistry(t, s, callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0})
+	r.connect(connectEvent("wacid.elsewhere"))
+	r.connect(connectEvent("wacid.fresh"))
+	if err := r.Destruct(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"reject wacid.fresh"}; !reflect.DeepEqual(g.actions, want) {
+		t.Errorf("Graph actions = %v; want %v (nothing for the peer's call)", g.actions, want)
+	}
+}
+
+// A hang-up forwarded by a peer ends the live call with the cause that
+// decides whether Meta is told.
+func TestClusterForwardedHangup(t *testing.T) {
+	tests := []struct {
+		reason string
+		want   error
+	}{
+		{hangupMetaTerminate, errCallerHungUp},
+		{hangupAPI, errRemoteHangup},
+		{hangupTwilioREST, errRemoteHangup},
+	}
+	s := redistest.Start(t, "")
+	peer := peerNode(t, s, "peer")
+	peer.Start()
+	r := clusteredRegistry(t, s, callConfig{logger: zap.NewNop(), graph: &recordingGraph{}, maxCalls: 10})
+	for _, tt := range tests {
+		t.Run(tt.reason, func(t *testing.T) {
+			id := "wacid.fwd-" + tt.reason
+			ctx, hangup := context.WithCancelCause(context.Background())
+			defer hangup(nil)
+			c := &call{ev: connectEvent(id), received: time.Now(), ctx: ctx, hangup: hangup}
+			r.mu.Lock()
+			r.live[id] = c
+			r.mu.Unlock()
+			if !r.claim(r.link, c.ev, c.received, r.cfg) {
+				t.Fatalf("claim(%s) = false", id)
+			}
+			owner, err := peer.Forward(context.Background(), id, tt.reason)
+			if owner != "self" || (err != nil && !errors.Is(err, cluster.ErrOwnerUnreachable)) {
+				t.Fatalf("Forward(%s) = %q, %v; want self", id, owner, err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(3 * time.Second):
+				t.Fatalf("forwarded %s hang-up did not end the call", tt.reason)
+			}
+			if got := context.Cause(ctx); !errors.Is(got, tt.want) {
+				t.Fatalf("call ended with %v; want %v", got, tt.want)
+			}
+			r.release(c)
+		})
+	}
+}
+
+// The calls of a node that died are terminated toward Meta by a peer; one
+// that Meta says was never accepted is rejected.
+func TestClusterOrphansEnded(t *testing.T) {
+	notAccepted := &whatsapp.APIError{StatusCode: http.StatusBadRequest, Code: 138000, Message: "call not found"}
+	tests := []struct {
+		name string
+		errs map[string]error
+		want []string
+	}{
+		{"terminated", nil, []string{"terminate wacid.orphan"}},
+		{"never accepted: rejected", map[string]error{"terminate": notAccepted}, []string{"terminate wacid.orphan", "reject wacid.orphan"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := redistest.Start(t, "")
+			dying := peerNode(t, s, "dying")
+			dying.Start()
+			if _, err := dying.Claim(context.Background(), cluster.Call{ID: "wacid.orphan", PhoneNumberID: "106540352242922"}); err != nil {
+				t.Fatal(err)
+			}
+			g := &failingGraph{errs: tt.errs}
+			clusteredRegistry(t, s, callConfig{logger: zap.NewNop(), graph: g, maxCalls: 10})
+			_ = dying.Close() // its lease runs out within a second
+			for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				g.mu.Lock()
+				got := slices.Clone(g.actions)
+				g.mu.Unlock()
+				if len(got) >= len(tt.want) {
+					if !reflect.DeepEqual(got, tt.want) {
+						t.Fatalf("Graph actions = %v; want %v", got, tt.want)
+					}
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("Graph actions after 3s = %v; want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
