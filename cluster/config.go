@@ -68,6 +68,11 @@ type Config struct {
 	// right to end: it must terminate the call toward Meta. It may block
 	// for a Graph request. Required.
 	OnOrphan func(Call)
+	// OnEvent, if set, is called on the node's own goroutine with an
+	// event for a call this node owns that another node forwarded (such
+	// as Meta's answer or status webhooks of a call this node placed),
+	// once per event. It must not block. Default: events are dropped.
+	OnEvent func(callID string, ev Event)
 }
 
 // Call is one live call as the cluster knows it. It holds no phone numbers.

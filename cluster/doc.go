@@ -15,7 +15,10 @@
 // A hang-up that lands on another node (Meta's terminate webhook, a control
 // API or Twilio REST hang-up) is forwarded to the owner on its pub/sub
 // channel, and also left as a marker key that the owner's refresh loop
-// picks up, should the message be lost. When a node dies, its leases
+// picks up, should the message be lost. Other events for a call (Meta's
+// answer and status webhooks of a call the owner placed) travel the same
+// way with ForwardEvent, queued rather than marked, and reach the owner
+// once each. When a node dies, its leases
 // expire; a peer's sweep then takes each orphaned call (one peer per call,
 // by SET NX) and hands it to Config.OnOrphan, which terminates it toward
 // Meta.

@@ -48,16 +48,19 @@ type Node struct {
 type ownedCall struct {
 	call     Call
 	json     string
-	claiming bool // Claim's script has not answered yet
-	recorded bool // Redis holds its lease
-	hungUp   bool // OnHangup was called
-	lost     bool // another node holds its lease (answered twice during an outage)
+	claiming bool                // Claim's script has not answered yet
+	recorded bool                // Redis holds its lease
+	hungUp   bool                // OnHangup was called
+	events   map[string]struct{} // ids of the events delivered
+	lost     bool                // another node holds its lease (answered twice during an outage)
 }
 
-// hangupMessage is what a node publishes on the owner's channel.
-type hangupMessage struct {
+// wireMessage is what a node publishes on the owner's channel: a hang-up
+// (Reason) or an event.
+type wireMessage struct {
 	CallID string `json:"call_id"`
-	Reason string `json:"reason"`
+	Reason string `json:"reason,omitempty"`
+	Event  *Event `json:"event,omitempty"`
 	From   string `json:"from"`
 }
 
@@ -255,7 +258,7 @@ func (n *Node) release(ctx context.Context, callID string) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
 	defer cancel()
 	err := releaseScript.Run(ctx, n.rdb,
-		[]string{n.key("lease", callID), n.callsKey(), n.key("hangup", callID)},
+		[]string{n.key("lease", callID), n.callsKey(), n.key("hangup", callID), n.key("events", callID)},
 		n.cfg.NodeID, callID).Err()
 	n.setHealthy(err)
 	return err
@@ -270,7 +273,7 @@ func (n *Node) release(ctx context.Context, callID string) error {
 // connect for it arriving later does nothing. A call this node owns
 // returns this node's id and nil: it is the caller's to end.
 func (n *Node) Forward(ctx context.Context, callID, reason string) (string, error) {
-	msg, err := json.Marshal(hangupMessage{CallID: callID, Reason: reason, From: n.cfg.NodeID})
+	msg, err := json.Marshal(wireMessage{CallID: callID, Reason: reason, From: n.cfg.NodeID})
 	if err != nil {
 		return "", fmt.Errorf("forward hang-up of %s: %w", callID, err)
 	}
@@ -377,13 +380,13 @@ func (n *Node) refresh(ctx context.Context) {
 	if len(owned) == 0 {
 		return
 	}
-	keys := make([]string, 0, 1+4*len(owned))
+	keys := make([]string, 0, 1+5*len(owned))
 	args := make([]any, 0, 3+2*len(owned))
 	keys = append(keys, n.callsKey())
 	args = append(args, n.cfg.NodeID, ms(n.cfg.ClaimTTL), ms(n.cfg.DedupeWindow))
 	for _, oc := range owned {
 		id := oc.call.ID
-		keys = append(keys, n.key("seen", id), n.key("lease", id), n.key("hangup", id), n.key("swept", id))
+		keys = append(keys, n.key("seen", id), n.key("lease", id), n.key("hangup", id), n.key("swept", id), n.key("events", id))
 		args = append(args, id, oc.json)
 	}
 	rctx, cancel := context.WithTimeout(ctx, n.cfg.Timeout)
@@ -393,12 +396,24 @@ func (n *Node) refresh(ctx context.Context) {
 	if err != nil || len(res) != len(owned) {
 		return
 	}
-	var hangups []hangupMessage
+	var hangups []wireMessage
+	var events []wireMessage
 	n.mu.Lock()
 	for i, oc := range owned {
 		item, _ := res[i].([]any)
-		if len(item) != 2 || n.calls[oc.call.ID] != oc {
+		if len(item) != 3 || n.calls[oc.call.ID] != oc {
 			continue
+		}
+		queued, _ := item[2].([]any)
+		for _, q := range queued {
+			raw, _ := q.(string)
+			var m wireMessage
+			if json.Unmarshal([]byte(raw), &m) != nil || m.Event == nil {
+				continue
+			}
+			if oc.firstEvent(m.Event.ID) {
+				events = append(events, m)
+			}
 		}
 		code := toInt(item[0])
 		reason, _ := item[1].(string)
@@ -421,10 +436,13 @@ func (n *Node) refresh(ctx context.Context) {
 		}
 		if reason != "" && !oc.hungUp {
 			oc.hungUp = true
-			hangups = append(hangups, hangupMessage{CallID: oc.call.ID, Reason: reason})
+			hangups = append(hangups, wireMessage{CallID: oc.call.ID, Reason: reason})
 		}
 	}
 	n.mu.Unlock()
+	for _, m := range events {
+		n.onEvent(m)
+	}
 	for _, h := range hangups {
 		n.cfg.OnHangup(h.CallID, h.Reason)
 	}
@@ -462,9 +480,19 @@ func (n *Node) subscribeLoop(ps *redis.PubSub) {
 }
 
 func (n *Node) deliver(payload string) {
-	var h hangupMessage
+	var h wireMessage
 	if err := json.Unmarshal([]byte(payload), &h); err != nil || h.CallID == "" {
 		n.log.Warn("cluster message unreadable", zap.Error(err))
+		return
+	}
+	if h.Event != nil {
+		n.mu.Lock()
+		oc := n.calls[h.CallID]
+		first := oc != nil && oc.firstEvent(h.Event.ID)
+		n.mu.Unlock()
+		if first {
+			n.onEvent(h)
+		}
 		return
 	}
 	n.mu.Lock()

@@ -16,6 +16,7 @@ type recorder struct {
 	node    string
 	hangups chan [2]string
 	orphans chan orphan
+	events  chan Event
 }
 
 type orphan struct {
@@ -24,7 +25,7 @@ type orphan struct {
 }
 
 func newRecorder(node string, orphans chan orphan) *recorder {
-	return &recorder{node: node, hangups: make(chan [2]string, 100), orphans: orphans}
+	return &recorder{node: node, hangups: make(chan [2]string, 100), orphans: orphans, events: make(chan Event, 100)}
 }
 
 // newNode builds and starts a node on s; it is closed in t.Cleanup.
@@ -39,6 +40,7 @@ func newNode(t *testing.T, s *redistest.Server, id string, ttl time.Duration, or
 		Timeout:  300 * time.Millisecond,
 		OnHangup: func(callID, reason string) { rec.hangups <- [2]string{callID, reason} },
 		OnOrphan: func(c Call) { rec.orphans <- orphan{by: id, call: c} },
+		OnEvent:  func(_ string, ev Event) { rec.events <- ev },
 	})
 	if err != nil {
 		t.Fatalf("New(%s) = %v", id, err)

@@ -22,15 +22,17 @@ return {0, redis.call('GET', KEYS[1])}
 // refreshScript extends the leases of a node's calls and reports, per call,
 // what it found: 0 refreshed, 1 recorded again (the lease was gone, after a
 // Redis outage or restart), 2 held by another node, 3 swept by a peer. The
-// second item of each reply is a pending hang-up reason, or "".
+// second item of each reply is a pending hang-up reason, or "", and the
+// third the events queued for the call, which it takes off the queue.
 //
-// KEYS: calls, then per call seen, lease, hangup, swept. ARGV: node, lease
-// ms, dedupe ms, then per call id and call JSON.
+// KEYS: calls, then per call seen, lease, hangup, swept, events. ARGV:
+// node, lease ms, dedupe ms, then per call id and call JSON.
 var refreshScript = redis.NewScript(`
 local out = {}
-local n = (#KEYS - 1) / 4
+local n = (#KEYS - 1) / 5
 for i = 1, n do
-  local seen, lease, hangup, swept = KEYS[4*i-2], KEYS[4*i-1], KEYS[4*i], KEYS[4*i+1]
+  local b = 5*(i-1) + 1
+  local seen, lease, hangup, swept, events = KEYS[b+1], KEYS[b+2], KEYS[b+3], KEYS[b+4], KEYS[b+5]
   local st = 0
   if redis.call('EXISTS', swept) == 1 then
     st = 3
@@ -47,7 +49,11 @@ for i = 1, n do
       st = 2
     end
   end
-  out[i] = {st, redis.call('GET', hangup) or ''}
+  local queued = redis.call('LRANGE', events, 0, -1)
+  if #queued > 0 then
+    redis.call('DEL', events)
+  end
+  out[i] = {st, redis.call('GET', hangup) or '', queued}
 end
 return out
 `)
@@ -55,7 +61,7 @@ return out
 // releaseScript forgets a call that ended on its owner. The seen key stays
 // for the dedupe window.
 //
-// KEYS: lease, calls, hangup. ARGV: node, call id.
+// KEYS: lease, calls, hangup, events. ARGV: node, call id.
 var releaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
@@ -64,7 +70,7 @@ local v = redis.call('HGET', KEYS[2], ARGV[2])
 if v and cjson.decode(v)['node'] == ARGV[1] then
   redis.call('HDEL', KEYS[2], ARGV[2])
 end
-redis.call('DEL', KEYS[3])
+redis.call('DEL', KEYS[3], KEYS[4])
 return 1
 `)
 
@@ -106,4 +112,23 @@ if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
 end
 redis.call('HDEL', KEYS[3], ARGV[1])
 return v
+`)
+
+// eventScript hands an event for a call to its owner: queued in the call's
+// events list (read by the owner's refresh) and published on the owner's
+// channel. A call nobody owns yet is left alone: the event may be early.
+//
+// KEYS: lease, events. ARGV: message, queue ms, channel prefix, sender
+// node. Returns {owner or "", receivers}.
+var eventScript = redis.NewScript(`
+local owner = redis.call('GET', KEYS[1])
+if not owner then
+  return {'', 0}
+end
+if owner == ARGV[4] then
+  return {owner, 0}
+end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {owner, redis.call('PUBLISH', ARGV[3] .. owner, ARGV[1])}
 `)
