@@ -96,6 +96,7 @@ func (r *registry) claim(link *clusterLink, ev whatsapp.CallEvent, received time
 		}
 		return false
 	case errors.Is(err, cluster.ErrUnavailable):
+		r.metrics.clusterEvent("redis_unavailable")
 		cfg.logger.Warn("redis unreachable: call answered with this node's dedupe only",
 			zap.String("call_id", ev.Call.ID), zap.Error(err))
 		return true
@@ -112,6 +113,7 @@ func (r *registry) forwardTerminate(link *clusterLink, id string, logger *zap.Lo
 	owner, err := link.node.Forward(r.ctx, id, hangupMetaTerminate)
 	switch {
 	case err == nil || errors.Is(err, cluster.ErrOwnerUnreachable):
+		r.metrics.clusterEvent("hangup_forwarded")
 		logger.Info("terminate forwarded to the call's node",
 			zap.String("call_id", id), zap.String("owner", owner),
 			zap.Bool("owner_listening", err == nil), zap.Duration("took", time.Since(start)))
@@ -143,6 +145,7 @@ func (r *registry) forwardedHangup(id, reason string) {
 	case hangupSwept:
 		cause = errPeerTerminated
 	}
+	r.metrics.clusterEvent("hangup_received")
 	logger.Info("hang-up forwarded by another node", zap.String("call_id", id), zap.String("reason", reason))
 	c.hangup(cause)
 }
@@ -163,6 +166,7 @@ func (r *registry) endOrphan(link *clusterLink, c cluster.Call) {
 			}
 		}
 	}
+	r.metrics.clusterEvent("orphan_ended")
 	cfg.logger.Warn("call of a lost node terminated toward meta", fields...)
 }
 

@@ -26,6 +26,7 @@ type metrics struct {
 	underruns   prometheus.Counter
 	botDial     prometheus.Histogram
 	buffered    prometheus.Collector
+	cluster     *prometheus.CounterVec
 }
 
 var (
@@ -79,6 +80,10 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "playout_buffered_seconds",
 			Help: "Bot audio queued for callers, summed over live calls, at scrape time.",
 		}, bufferedSeconds),
+		cluster: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "cluster_events_total",
+			Help: "Cluster events on this node: hangup_forwarded (to a call's owner), hangup_received (from another node), orphan_ended (a lost node's call terminated toward Meta), redis_unavailable (a connect answered without Redis).",
+		}, []string{"event"}),
 	}
 }
 
@@ -97,7 +102,7 @@ func bufferedSeconds() float64 {
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.active, m.calls, m.webhooks, m.setup, m.botDial, m.buffered,
-		m.packetsIn, m.packetsOut, m.packetsLost, m.underruns,
+		m.packetsIn, m.packetsOut, m.packetsLost, m.underruns, m.cluster,
 	}
 }
 
@@ -145,6 +150,13 @@ func (m *metrics) callEnded(result, reason string, st media.Stats) {
 	m.packetsOut.Add(float64(st.PacketsOut))
 	m.packetsLost.Add(float64(st.PacketsLost))
 	m.underruns.Add(float64(st.Underruns))
+}
+
+func (m *metrics) clusterEvent(event string) {
+	if m == nil {
+		return
+	}
+	m.cluster.WithLabelValues(event).Inc()
 }
 
 func (m *metrics) observeSetup(stage string, d time.Duration) {
