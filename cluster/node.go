@@ -557,7 +557,7 @@ func (n *Node) sweep(ctx context.Context) {
 			continue
 		}
 		c.Orphaned = true
-		n.log.Warn("call of a lost node swept",
+		n.log.Info("call of a lost node swept",
 			zap.String("call_id", c.ID), zap.String("owner", c.Node))
 		n.wg.Add(1)
 		go func() {

@@ -379,3 +379,32 @@ func TestPassword(t *testing.T) {
 		})
 	}
 }
+
+// A node started while Redis is down subscribes and records its calls
+// once Redis is up, without a restart.
+func TestRedisDownAtStart(t *testing.T) {
+	s := startRedis(t)
+	s.Stop()
+	a, ra := newNode(t, s, "a", testTTL, make(chan orphan, 1))
+	b, _ := newNode(t, s, "b", testTTL, make(chan orphan, 1))
+	a.Start()
+	b.Start()
+	ctx := context.Background()
+	if _, err := a.Claim(ctx, Call{ID: "wacid.early"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Claim() with Redis down = %v; want ErrUnavailable", err)
+	}
+	time.Sleep(testTTL / 2)
+	s.Restart()
+	deadline := time.Now().Add(5 * testTTL)
+	for {
+		_, err := b.Forward(ctx, "wacid.early", "api")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Forward() after Redis came up = %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitHangup(t, ra, "wacid.early", "api", 2*testTTL)
+}

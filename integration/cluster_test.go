@@ -645,7 +645,7 @@ func TestClusterThreeNodes(t *testing.T) {
 		}
 		sc := bufio.NewScanner(strings.NewReader(string(out)))
 		for sc.Scan() {
-			if strings.Contains(sc.Text(), `"level":"error"`) && !strings.Contains(sc.Text(), "terminate toward meta failed") {
+			if os.Getenv("CLUSTER_LOGS") != "" || strings.Contains(sc.Text(), `"level":"error"`) && !strings.Contains(sc.Text(), "terminate toward meta failed") {
 				t.Logf("%s: %s", n.id, sc.Text())
 			}
 		}
