@@ -2,7 +2,6 @@ package whatsappcalls
 
 import (
 	"net/http"
-	"net/netip"
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
@@ -118,7 +117,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := checkBotURL(h.Bot); err != nil {
-				return d.Errf("bot: %v", err)
+				return d.Err(err.Error())
 			}
 
 		case "graph_url":
@@ -126,15 +125,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			if err := checkGraphURL(h.GraphURL); err != nil {
-				return d.Errf("graph_url: %v", err)
+				return d.Err(err.Error())
 			}
 
 		case "bot_protocol":
 			if err := oneArg(d, &h.BotProtocol); err != nil {
 				return err
 			}
-			if h.BotProtocol != "twilio" && h.BotProtocol != "vonage" {
-				return d.Errf("bot_protocol %q: must be twilio or vonage", h.BotProtocol)
+			if err := checkBotProtocol(h.BotProtocol); err != nil {
+				return d.Err(err.Error())
 			}
 
 		case "bot_sample_rate":
@@ -143,7 +142,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			rate, err := strconv.Atoi(v)
-			if err != nil || (rate != 8000 && rate != 16000 && rate != 24000) {
+			if err != nil || rate <= 0 {
 				return d.Errf("bot_sample_rate %q: must be 8000, 16000 or 24000", v)
 			}
 			h.BotSampleRate = rate
@@ -192,8 +191,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, a := range args {
-				if _, err := netip.ParseAddr(a); err != nil {
-					return d.Errf("public_ip %q: not an IP address", a)
+				if err := checkPublicIP(a); err != nil {
+					return d.Err(err.Error())
 				}
 			}
 			h.PublicIPs = append(h.PublicIPs, args...)
@@ -204,8 +203,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, a := range args {
-				if _, err := netip.ParsePrefix(a); err != nil {
-					return d.Errf("ice_networks %q: not a CIDR network", a)
+				if err := checkNetwork(a); err != nil {
+					return d.Err(err.Error())
 				}
 			}
 			h.ICENetworks = append(h.ICENetworks, args...)
@@ -216,7 +215,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			port, err := strconv.Atoi(v)
-			if err != nil || port < 0 || port > 65535 {
+			if err == nil {
+				err = checkUDPPort(port)
+			}
+			if err != nil {
 				return d.Errf("udp_port %q: must be a port number 0-65535", v)
 			}
 			h.UDPPort = &port
@@ -279,8 +281,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s is required", req)
 		}
 	}
-	if h.BotProtocol != "vonage" && h.BotSampleRate != 0 && h.BotSampleRate != 8000 {
-		return d.Errf("bot_sample_rate %d: the twilio dialect is 8000 only", h.BotSampleRate)
+	if err := checkSampleRate(h.BotProtocol, h.BotSampleRate); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }

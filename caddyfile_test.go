@@ -73,7 +73,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{name: "biz_opaque_callback_data without value", give: `whatsapp_calls {` + required + "biz_opaque_callback_data\n}", wantErr: "wrong argument count"},
 		{name: "same-line argument", give: `whatsapp_calls /x {` + required + `}`, wantErr: "wrong argument count"},
 		{name: "missing verify_token", give: "whatsapp_calls {\napp_secret s\naccess_token a\nbot ws://b\n}", wantErr: "verify_token is required"},
-		{name: "bot without scheme", give: `whatsapp_calls {` + strings.Replace(required, "ws://", "", 1) + `}`, wantErr: "is not a ws:// or wss:// URL"},
+		{name: "bot without scheme", give: `whatsapp_calls {` + strings.Replace(required, "ws://", "", 1) + `}`, wantErr: "bot: not a ws:// or wss:// URL"},
 		{name: "empty option", give: "whatsapp_calls {\napp_secret\n}", wantErr: "wrong argument count"},
 		{name: "duplicate bot_param", give: `whatsapp_calls {` + required + "bot_param a 1\nbot_param a 2\n}", wantErr: "bot_param a already specified"},
 		{name: "max_calls zero", give: `whatsapp_calls {` + required + "max_calls 0\n}", wantErr: `max_calls "0": must be a positive integer`},
@@ -119,8 +119,8 @@ func TestValidate(t *testing.T) {
 		{"unknown protocol", func(h *Handler) { h.BotProtocol = "sip" }, "must be twilio or vonage"},
 		{"bad public ip", func(h *Handler) { h.PublicIPs = []string{"x"} }, "not an IP address"},
 		{"bad graph url", func(h *Handler) { h.GraphURL = "ftp://x" }, "not an http(s) URL"},
-		{"negative max_connect_age", func(h *Handler) { h.MaxConnectAge = -1 }, "max_connect_age must be positive"},
-		{"negative accept_timeout", func(h *Handler) { h.AcceptTimeout = -1 }, "accept_timeout must be positive"},
+		{"negative max_connect_age", func(h *Handler) { h.MaxConnectAge = -1 }, "max_connect_age: must be a positive duration"},
+		{"negative accept_timeout", func(h *Handler) { h.AcceptTimeout = -1 }, "accept_timeout: must be a positive duration"},
 		{"callback data over 512", func(h *Handler) { h.BizOpaqueCallbackData = strings.Repeat("x", 513) }, "biz_opaque_callback_data is 513 characters"},
 		{"callback data of 512", func(h *Handler) { h.BizOpaqueCallbackData = strings.Repeat("ü", 512) }, ""},
 	}
@@ -142,29 +142,34 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestResolveSecretNeverEchoesValue(t *testing.T) {
+func TestResolveSecretNamesTheVariable(t *testing.T) {
 	t.Setenv("WA_TEST_SECRET", "")
-	repl := caddy.NewReplacer()
+	t.Setenv("WA_TEST_SET", "s3cr3t-value")
 	tests := []struct {
 		name, give, wantErr string
 	}{
-		{"unset env", "{env.WA_TEST_UNSET_VARIABLE}", "app_secret: a placeholder is unset or unknown"},
-		{"empty env", "{env.WA_TEST_SECRET}", "app_secret: a placeholder is unset or unknown"},
-		{"unknown placeholder", "s3cr3t-{nope}", "app_secret: a placeholder is unset or unknown"},
+		{"unset env", "{env.WA_TEST_UNSET_VARIABLE}", "app_secret: {env.WA_TEST_UNSET_VARIABLE} is not set"},
+		{"empty env", "{env.WA_TEST_SECRET}", "app_secret: {env.WA_TEST_SECRET} is empty"},
+		{"unknown placeholder", "s3cr3t-{nope}", "app_secret: {nope} is not a known placeholder"},
+		{"per-call placeholder", "{whatsapp.call_id}", "app_secret: {whatsapp.call_id} is a per-call placeholder"},
+		{"request placeholder", "{http.request.host}", "app_secret: {http.request.host} is a request placeholder"},
+		{"missing", "", "app_secret is required"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := resolveSecret(repl, "app_secret", tt.give)
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+			_, err := resolveSecret("app_secret", tt.give)
+			if err == nil || err.Error() != tt.wantErr && !strings.HasPrefix(err.Error(), tt.wantErr) {
 				t.Fatalf("resolveSecret(%q) = %v; want %q", tt.give, err, tt.wantErr)
 			}
-			if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "WA_TEST") {
+			if strings.Contains(err.Error(), "s3cr3t") {
 				t.Errorf("resolveSecret(%q) error %q echoes the value", tt.give, err)
 			}
 		})
 	}
-	got, err := resolveSecret(repl, "app_secret", "plain")
-	if err != nil || got != "plain" {
-		t.Errorf(`resolveSecret("plain") = %q, %v; want "plain", nil`, got, err)
+	for give, want := range map[string]string{"plain": "plain", "{env.WA_TEST_SET}": "s3cr3t-value", `a\{b\}`: "a{b}"} {
+		got, err := resolveSecret("app_secret", give)
+		if err != nil || got != want {
+			t.Errorf("resolveSecret(%q) = %q, %v; want %q, nil", give, got, err, want)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"sort"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/pion/ice/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -65,15 +63,13 @@ var (
 	errOverCapacity = errors.New("max_calls reached")
 )
 
-var (
-	registries = caddy.NewUsagePool()
-	udpMuxes   = caddy.NewUsagePool()
-)
-
-// registry owns every live call. It is shared, through a UsagePool, by the
-// successive configs of one handler, so a config reload hands live calls to
-// the new config. The last config's Cleanup destructs it, which terminates
-// every live call toward Meta and tells every bot.
+// registry owns every live call of one Meta app. It is shared, through a
+// UsagePool, by the successive configs of the handlers of that app, so a
+// config reload hands live calls to the new config. It holds no config:
+// each call runs with the config of the handler that received its connect
+// webhook, so a reload, failed or not, never changes a live call. The last
+// holder's release destructs it, which terminates every live call toward
+// Meta and tells every bot.
 type registry struct {
 	metrics *metrics
 
@@ -82,7 +78,6 @@ type registry struct {
 	wg     sync.WaitGroup // one per call goroutine and per detached reject
 
 	mu        sync.Mutex
-	cfg       callConfig
 	live      map[string]*call
 	seen      map[string]time.Time
 	lastPrune time.Time
@@ -90,7 +85,8 @@ type registry struct {
 	link      *clusterLink // this registry's cluster node; nil on one node
 }
 
-// callConfig is what a new call needs from the current config.
+// callConfig is what a call needs from the config of the handler that
+// started it.
 type callConfig struct {
 	logger        *zap.Logger
 	graph         graphAPI
@@ -121,14 +117,6 @@ func newRegistry(m *metrics) *registry {
 		seen:    make(map[string]time.Time),
 		now:     time.Now,
 	}
-}
-
-// configure points new calls at the current config, its logger included.
-// Live calls keep the config they started with.
-func (r *registry) configure(cfg callConfig) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cfg = cfg
 }
 
 // Destruct terminates every live call and waits for all of them. The
@@ -165,34 +153,32 @@ type call struct {
 	session  atomic.Pointer[media.Session] // set once media is set up
 }
 
-// connect starts a call for a connect event, unless its call id was seen
-// before or the server is at max_calls. It never blocks on the network.
-func (r *registry) connect(ev whatsapp.CallEvent) {
+// connect starts a call for a connect event with cfg, the config of the
+// handler that received it, unless its call id was seen before or the
+// registry is at cfg.maxCalls. It never blocks on the network.
+func (r *registry) connect(ev whatsapp.CallEvent, cfg callConfig) {
 	id := ev.Call.ID
 	r.mu.Lock()
 	if r.ctx.Err() != nil {
 		r.mu.Unlock()
 		return
 	}
-	if age, ok := connectAge(ev, r.now(), r.cfg.maxConnectAge); !ok {
-		logger := r.cfg.logger
+	if age, ok := connectAge(ev, r.now(), cfg.maxConnectAge); !ok {
 		r.mu.Unlock()
-		logger.Warn("stale connect ignored",
+		cfg.logger.Warn("stale connect ignored",
 			zap.String("call_id", id),
 			zap.Duration("age", age),
-			zap.Duration("max_connect_age", r.cfg.maxConnectAge))
+			zap.Duration("max_connect_age", cfg.maxConnectAge))
 		return
 	}
 	if _, dup := r.seen[id]; dup {
-		logger := r.cfg.logger
 		r.mu.Unlock()
-		if c := logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
+		if c := cfg.logger.Check(zapcore.DebugLevel, "repeated connect ignored"); c != nil {
 			c.Write(zap.String("call_id", id))
 		}
 		return
 	}
 	r.remember(id)
-	cfg := r.cfg
 	link := r.link
 	if len(r.live) >= cfg.maxCalls {
 		r.wg.Add(1)
@@ -256,15 +242,16 @@ func connectAge(ev whatsapp.CallEvent, now time.Time, maxAge time.Duration) (tim
 	return age, age <= maxAge && age >= -maxAge
 }
 
-// terminate ends the call that Meta reports as terminated. A terminate for
-// an unknown call is remembered, so that a late connect for it does nothing.
-func (r *registry) terminate(ev whatsapp.CallEvent) {
+// terminate ends the call that Meta reports as terminated; cfg is the
+// config of the handler that received the webhook. A terminate for an
+// unknown call is remembered, so that a late connect for it does nothing.
+func (r *registry) terminate(ev whatsapp.CallEvent, cfg callConfig) {
 	r.mu.Lock()
 	c := r.live[ev.Call.ID]
 	if c == nil {
 		r.remember(ev.Call.ID)
 	}
-	logger := r.cfg.logger
+	logger := cfg.logger
 	link := r.link
 	if c == nil && link != nil && r.ctx.Err() == nil {
 		r.wg.Add(1)
@@ -534,7 +521,8 @@ func checkCallbackData(repl *caddy.Replacer, tmpl string) error {
 	}
 	out, err := repl.ReplaceOrErr(tmpl, false, true)
 	if err != nil {
-		return fmt.Errorf("biz_opaque_callback_data: a placeholder is unset or unknown (%w)", errRedacted)
+		// Caddy's message names the placeholder, never a value.
+		return fmt.Errorf("biz_opaque_callback_data: %w", err)
 	}
 	if n := utf8.RuneCountInString(out); n > maxCallbackData {
 		return fmt.Errorf("biz_opaque_callback_data: %d characters with sample call values; Meta takes at most %d", n, maxCallbackData)
@@ -681,10 +669,11 @@ func (t botTemplate) resolve(repl *caddy.Replacer, ev whatsapp.CallEvent, strict
 		}
 		out, err := repl.ReplaceOrErr(s, false, true)
 		if err == nil && strict && s != "" && out == "" {
-			err = errors.New("empty")
+			err = errors.New("the value is empty")
 		}
 		if err != nil {
-			return "", fmt.Errorf("%s: a placeholder is unset or unknown (%w)", option, errRedacted)
+			// Caddy's message names the placeholder, never a value.
+			return "", fmt.Errorf("%s: %w", option, err)
 		}
 		return out, nil
 	}
@@ -752,30 +741,8 @@ func sortedParams(m map[string]string) []bot.Param {
 	return params
 }
 
-// udpMux holds one ICE UDP mux in the udpMuxes pool, so that a config
-// reload keeps the port bound.
-type udpMux struct{ ice.UDPMux }
-
-// Destruct closes the mux when its last config is cleaned up.
-func (m udpMux) Destruct() error { return m.Close() }
-
-func loadUDPMux(key string, port int, networks []netip.Prefix, logger *zap.Logger) (ice.UDPMux, error) {
-	v, _, err := udpMuxes.LoadOrNew(key, func() (caddy.Destructor, error) {
-		mux, err := media.NewUDPMux(port, networks, logger)
-		if err != nil {
-			return nil, err
-		}
-		return udpMux{mux}, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(udpMux).UDPMux, nil
-}
-
 // Interface guards
 var (
 	_ caddy.Destructor = (*registry)(nil)
-	_ caddy.Destructor = udpMux{}
 	_ graphAPI         = (*whatsapp.Client)(nil)
 )

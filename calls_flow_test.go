@@ -58,14 +58,14 @@ func TestRegistryIgnoresReplayedConnect(t *testing.T) {
 	g := &recordingGraph{}
 	r := newRegistry(nil)
 	r.now = func() time.Time { return now }
-	r.configure(callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0, maxConnectAge: DefaultMaxConnectAge})
+	cfg := callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0, maxConnectAge: DefaultMaxConnectAge}
 
 	replay := connectEvent("wacid.replayed")
 	replay.Call.Timestamp = whatsapp.Time(captured.Unix())
 	fresh := connectEvent("wacid.fresh")
 	fresh.Call.Timestamp = whatsapp.Time(now.Add(-2 * time.Second).Unix())
-	r.connect(replay)
-	r.connect(fresh)
+	r.connect(replay, cfg)
+	r.connect(fresh, cfg)
 	if err := r.Destruct(); err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestCheckCallbackData(t *testing.T) {
 	}{
 		{"empty", "", ""},
 		{"env and call placeholders", "{env.CALLBACK_TENANT}:{whatsapp.call_id}", ""},
-		{"unknown placeholder", "{whatsapp.nope}", "biz_opaque_callback_data: a placeholder is unset or unknown"},
+		{"unknown placeholder", "{whatsapp.nope}", "biz_opaque_callback_data: unrecognized placeholder {whatsapp.nope}"},
 		{"too long already", strings.Repeat("x", 513), "biz_opaque_callback_data: 513 characters"},
 	}
 	for _, tt := range tests {

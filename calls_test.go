@@ -48,10 +48,10 @@ func connectEvent(id string) whatsapp.CallEvent {
 func TestRegistryOverCapacityRejectsOnce(t *testing.T) {
 	g := &recordingGraph{}
 	r := newRegistry(nil)
-	r.configure(callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0})
-	r.connect(connectEvent("wacid.1"))
-	r.connect(connectEvent("wacid.1")) // a retried delivery
-	r.connect(connectEvent("wacid.2"))
+	cfg := callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0}
+	r.connect(connectEvent("wacid.1"), cfg)
+	r.connect(connectEvent("wacid.1"), cfg) // a retried delivery
+	r.connect(connectEvent("wacid.2"), cfg)
 	if err := r.Destruct(); err != nil {
 		t.Fatal(err)
 	}
@@ -64,11 +64,10 @@ func TestRegistryOverCapacityRejectsOnce(t *testing.T) {
 func TestRegistryIgnoresConnectAfterDestruct(t *testing.T) {
 	g := &recordingGraph{}
 	r := newRegistry(nil)
-	r.configure(callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0})
 	if err := r.Destruct(); err != nil {
 		t.Fatal(err)
 	}
-	r.connect(connectEvent("wacid.late"))
+	r.connect(connectEvent("wacid.late"), callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0})
 	r.wg.Wait()
 	if len(g.actions) != 0 || len(r.live) != 0 {
 		t.Errorf("after Destruct: Graph actions %v, live calls %d; want none", g.actions, len(r.live))
@@ -80,7 +79,6 @@ func TestRegistryDedupeWindow(t *testing.T) {
 	now := start
 	r := newRegistry(nil)
 	r.now = func() time.Time { return now }
-	r.configure(callConfig{logger: zap.NewNop()})
 
 	tests := []struct {
 		name     string
@@ -113,9 +111,9 @@ func TestRegistryDedupeWindow(t *testing.T) {
 func TestRegistryTerminateBeforeConnect(t *testing.T) {
 	g := &recordingGraph{}
 	r := newRegistry(nil)
-	r.configure(callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0})
-	r.terminate(whatsapp.CallEvent{Call: whatsapp.Call{ID: "wacid.early", Event: whatsapp.EventTerminate}})
-	r.connect(connectEvent("wacid.early")) // delivered late: must do nothing
+	cfg := callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0}
+	r.terminate(whatsapp.CallEvent{Call: whatsapp.Call{ID: "wacid.early", Event: whatsapp.EventTerminate}}, cfg)
+	r.connect(connectEvent("wacid.early"), cfg) // delivered late: must do nothing
 	if err := r.Destruct(); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,6 @@ func peerNode(t *testing.T, s *redistest.Server, id string) *cluster.Node {
 func clusteredRegistry(t *testing.T, s *redistest.Server, cfg callConfig) *registry {
 	t.Helper()
 	r := newRegistry(nil)
-	r.configure(cfg)
 	if err := r.attachCluster(cluster.Config{Addr: s.Addr(), NodeID: "self", ClaimTTL: time.Second, Logger: zap.NewNop()}, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +47,10 @@ func TestClusterFullNodeRejectsOnlyItsClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &recordingGraph{}
-	r := clusteredRegistry(t, s, callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0})
-	r.connect(connectEvent("wacid.elsewhere"))
-	r.connect(connectEvent("wacid.fresh"))
+	cfg := callConfig{logger: zap.NewNop(), graph: g, maxCalls: 0}
+	r := clusteredRegistry(t, s, cfg)
+	r.connect(connectEvent("wacid.elsewhere"), cfg)
+	r.connect(connectEvent("wacid.fresh"), cfg)
 	if err := r.Destruct(); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,8 @@ func TestClusterForwardedHangup(t *testing.T) {
 	s := redistest.Start(t, "")
 	peer := peerNode(t, s, "peer")
 	peer.Start()
-	r := clusteredRegistry(t, s, callConfig{logger: zap.NewNop(), graph: &recordingGraph{}, maxCalls: 10})
+	cfg := callConfig{logger: zap.NewNop(), graph: &recordingGraph{}, maxCalls: 10}
+	r := clusteredRegistry(t, s, cfg)
 	for _, tt := range tests {
 		t.Run(tt.reason, func(t *testing.T) {
 			id := "wacid.fwd-" + tt.reason
@@ -83,7 +84,7 @@ func TestClusterForwardedHangup(t *testing.T) {
 			r.mu.Lock()
 			r.live[id] = c
 			r.mu.Unlock()
-			if !r.claim(r.link, c.ev, c.received, r.cfg) {
+			if !r.claim(r.link, c.ev, c.received, cfg) {
 				t.Fatalf("claim(%s) = false", id)
 			}
 			owner, err := peer.Forward(context.Background(), id, tt.reason)

@@ -90,8 +90,8 @@ func (c *ClusterConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Err("cluster needs the Redis address (host:port)")
 	}
 	c.Redis = d.Val()
-	if _, _, err := net.SplitHostPort(c.Redis); err != nil {
-		return d.Errf("cluster %q: the Redis address must be host:port", c.Redis)
+	if err := checkRedisAddr(c.Redis); err != nil {
+		return d.Err(err.Error())
 	}
 	if d.NextArg() {
 		return d.ArgErr()
@@ -164,13 +164,25 @@ func (c *ClusterConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// checkRedisAddr checks a Redis address, unless a placeholder supplies
+// it (Provision checks it then).
+func checkRedisAddr(addr string) error {
+	if hasPlaceholder(addr) {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("cluster %q: the Redis address must be host:port", addr)
+	}
+	return nil
+}
+
 // validate checks the block without resolving placeholders.
 func (c *ClusterConfig) validate() error {
 	if c.Redis == "" {
 		return errors.New("cluster: redis is required")
 	}
-	if _, _, err := net.SplitHostPort(c.Redis); err != nil {
-		return fmt.Errorf("cluster: redis %q must be host:port", c.Redis)
+	if err := checkRedisAddr(c.Redis); err != nil {
+		return err
 	}
 	if c.DB < 0 {
 		return errors.New("cluster: db must not be negative")
@@ -184,50 +196,69 @@ func (c *ClusterConfig) validate() error {
 // nodeConfig resolves the block's placeholders and secrets into a
 // cluster.Config without its callbacks. It reads the tls_ca file but does
 // no network I/O.
-func (c *ClusterConfig) nodeConfig(repl *caddy.Replacer, logger *zap.Logger) (cluster.Config, error) {
+func (c *ClusterConfig) nodeConfig(logger *zap.Logger) (cluster.Config, error) {
 	if err := c.validate(); err != nil {
 		return cluster.Config{}, err
 	}
 	cfg := cluster.Config{
-		Addr:      c.Redis,
-		DB:        c.DB,
-		KeyPrefix: c.KeyPrefix,
-		NodeAddr:  c.NodeAddress,
-		ClaimTTL:  time.Duration(c.ClaimTTL),
-		Logger:    logger,
+		DB:       c.DB,
+		ClaimTTL: time.Duration(c.ClaimTTL),
+		Logger:   logger,
 	}
 	var err error
-	if c.Username != "" {
-		if cfg.Username, err = resolveSecret(repl, "cluster username", c.Username); err != nil {
+	for _, o := range []struct {
+		option, value string
+		dst           *string
+		secret        bool
+	}{
+		{"cluster", c.Redis, &cfg.Addr, false},
+		{"cluster username", c.Username, &cfg.Username, true},
+		{"cluster password", c.Password, &cfg.Password, true},
+		{"cluster key_prefix", c.KeyPrefix, &cfg.KeyPrefix, false},
+		{"cluster node_id", c.NodeID, &cfg.NodeID, false},
+		{"cluster node_address", c.NodeAddress, &cfg.NodeAddr, false},
+		{"cluster tls_server_name", c.TLSServerName, nil, false},
+		{"cluster tls_ca", c.TLSCA, nil, false},
+	} {
+		if o.value == "" {
+			continue
+		}
+		var v string
+		if o.secret {
+			v, err = resolveSecret(o.option, o.value)
+		} else {
+			v, err = resolveOption(o.option, o.value)
+		}
+		if err != nil {
 			return cluster.Config{}, err
+		}
+		if o.dst != nil {
+			*o.dst = v
 		}
 	}
-	if c.Password != "" {
-		if cfg.Password, err = resolveSecret(repl, "cluster password", c.Password); err != nil {
-			return cluster.Config{}, err
-		}
+	if err := checkRedisAddr(cfg.Addr); err != nil || hasPlaceholder(cfg.Addr) {
+		return cluster.Config{}, errors.New("cluster: the Redis address must be host:port after placeholders")
 	}
-	if c.NodeID != "" {
-		if cfg.NodeID, err = resolveSecret(repl, "cluster node_id", c.NodeID); err != nil {
-			return cluster.Config{}, err
+	if cfg.NodeID == "" {
+		if cfg.NodeID, err = os.Hostname(); err != nil || cfg.NodeID == "" {
+			return cluster.Config{}, fmt.Errorf("cluster node_id: not set, and no host name to default to: %v", err)
 		}
-	} else if cfg.NodeID, err = os.Hostname(); err != nil || cfg.NodeID == "" {
-		return cluster.Config{}, fmt.Errorf("cluster node_id: not set, and no host name to default to: %v", err)
 	}
 	if c.TLS || c.TLSServerName != "" || c.TLSCA != "" {
-		host, _, _ := net.SplitHostPort(c.Redis)
+		host, _, _ := net.SplitHostPort(cfg.Addr)
 		cfg.TLS = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
 		if c.TLSServerName != "" {
-			cfg.TLS.ServerName = c.TLSServerName
+			cfg.TLS.ServerName, _ = resolveOption("cluster tls_server_name", c.TLSServerName)
 		}
 		if c.TLSCA != "" {
-			pem, err := os.ReadFile(c.TLSCA)
+			path, _ := resolveOption("cluster tls_ca", c.TLSCA)
+			pem, err := os.ReadFile(path)
 			if err != nil {
 				return cluster.Config{}, fmt.Errorf("cluster tls_ca: %w", err)
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return cluster.Config{}, fmt.Errorf("cluster tls_ca %s: no PEM certificate in it", c.TLSCA)
+				return cluster.Config{}, fmt.Errorf("cluster tls_ca %s: no PEM certificate in it", path)
 			}
 			cfg.TLS.RootCAs = pool
 		}

@@ -83,13 +83,13 @@ func TestClusterNodeConfig(t *testing.T) {
 			give:    ClusterConfig{Redis: "redis.internal:6379", Password: "{env.TEST_REDIS_PASSWORD}", NodeID: "{env.TEST_NODE_ID}", TLS: true},
 			wantErr: "",
 		},
-		{name: "unset password", give: ClusterConfig{Redis: "r:1", Password: "{env.TEST_UNSET_X}", NodeID: "n"}, wantErr: "cluster password: a placeholder is unset"},
+		{name: "unset password", give: ClusterConfig{Redis: "r:1", Password: "{env.TEST_UNSET_X}", NodeID: "n"}, wantErr: "cluster password: {env.TEST_UNSET_X} is not set"},
 		{name: "bad ca", give: ClusterConfig{Redis: "r:1", NodeID: "n", TLSCA: ca}, wantErr: "no PEM certificate"},
 		{name: "short ttl", give: ClusterConfig{Redis: "r:1", NodeID: "n", ClaimTTL: caddy.Duration(time.Millisecond)}, wantErr: "claim_ttl must be 1s or more"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := tt.give.nodeConfig(caddy.NewReplacer(), zap.NewNop())
+			cfg, err := tt.give.nodeConfig(zap.NewNop())
 			if err != nil && strings.Contains(err.Error(), "hunter2") {
 				t.Fatalf("nodeConfig() error %q shows the password", err)
 			}

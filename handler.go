@@ -28,7 +28,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		err = h.serveWebhook(w, r)
 	default:
 		w.Header().Set("Allow", "GET, POST")
-		err = caddyhttp.Error(http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", r.Method))
+		err = h.reject(r, rejectMethod, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed", sanitizeMethod(r.Method)))
 	}
 	status := http.StatusOK
 	var herr caddyhttp.HandlerError
@@ -44,7 +44,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 func (h *Handler) serveVerification(w http.ResponseWriter, r *http.Request) error {
 	challenge, ok := whatsapp.VerifyChallenge(r.URL.Query(), h.verifyToken)
 	if !ok {
-		return caddyhttp.Error(http.StatusForbidden, errors.New("webhook verification failed: wrong mode or verify token"))
+		return h.reject(r, rejectVerifyToken, http.StatusForbidden, errors.New("webhook verification failed: wrong mode or verify token"))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(challenge)))
@@ -61,26 +61,34 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return caddyhttp.Error(http.StatusRequestEntityTooLarge,
+			return h.reject(r, rejectTooLarge, http.StatusRequestEntityTooLarge,
 				fmt.Errorf("webhook body over max_body_size (%d bytes)", h.MaxBodySize))
 		}
-		return caddyhttp.Error(http.StatusBadRequest, fmt.Errorf("read webhook body: %w", err))
+		return h.reject(r, rejectReadError, http.StatusBadRequest, fmt.Errorf("read webhook body: %w", err))
 	}
 
 	if err := whatsapp.VerifySignature(h.appSecret, body, r.Header.Get(signatureHeader)); err != nil {
 		if errors.Is(err, whatsapp.ErrMissingSignature) {
-			return caddyhttp.Error(http.StatusUnauthorized, err)
+			return h.reject(r, rejectMissingSignature, http.StatusUnauthorized, err)
 		}
-		return caddyhttp.Error(http.StatusForbidden, err)
+		return h.reject(r, rejectBadSignature, http.StatusForbidden, err)
 	}
 
 	hook, err := whatsapp.ParseWebhook(body)
 	if err != nil {
-		return caddyhttp.Error(http.StatusBadRequest, err)
+		return h.reject(r, rejectMalformed, http.StatusBadRequest, err)
 	}
 
+	rt := h.holds.running.Load()
+	if rt == nil && h.app.waitStarted(r.Context().Done()) {
+		rt = h.holds.running.Load()
+	}
+	if rt == nil {
+		// Between the HTTP server's start and the app's: Meta retries.
+		return h.reject(r, rejectNotStarted, http.StatusServiceUnavailable, errors.New("whatsapp_calls is not started"))
+	}
 	for _, ev := range hook.CallEvents() {
-		h.dispatch(ev)
+		h.dispatch(rt, ev)
 	}
 	// Statuses report the progress of business-initiated calls, which this
 	// handler does not place (yet): acknowledged and left alone.
@@ -93,9 +101,16 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// reject logs a rejected request (rate-limited, never its body) and returns
+// the error that answers it with status.
+func (h *Handler) reject(r *http.Request, reason string, status int, err error) error {
+	h.rejects.log(r, reason, status)
+	return caddyhttp.Error(status, err)
+}
+
 // dispatch hands one call event to the registry. Calls to phone numbers
 // this handler does not serve are acknowledged and left alone.
-func (h *Handler) dispatch(ev whatsapp.CallEvent) {
+func (h *Handler) dispatch(rt *running, ev whatsapp.CallEvent) {
 	if h.phoneNumbers != nil {
 		if _, ok := h.phoneNumbers[ev.PhoneNumberID]; !ok {
 			if c := h.webhooks.Check(zapcore.DebugLevel, "call for another phone number ignored"); c != nil {
@@ -112,9 +127,9 @@ func (h *Handler) dispatch(ev whatsapp.CallEvent) {
 			c.Write(zap.String("call_id", ev.Call.ID), zap.String("direction", ev.Call.Direction))
 		}
 	case ev.Call.IsConnect():
-		h.calls.connect(ev)
+		rt.calls.connect(ev, rt.cfg)
 	case ev.Call.IsTerminate():
-		h.calls.terminate(ev)
+		rt.calls.terminate(ev, rt.cfg)
 	default:
 		if c := h.webhooks.Check(zapcore.DebugLevel, "call event ignored"); c != nil {
 			c.Write(zap.String("call_id", ev.Call.ID), zap.String("event", ev.Call.Event))

@@ -2,6 +2,7 @@ package whatsappcalls
 
 import (
 	"errors"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -126,7 +127,32 @@ func (m *metrics) webhook(method string, status int) {
 	if m == nil {
 		return
 	}
-	m.webhooks.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	m.webhooks.WithLabelValues(sanitizeMethod(method), strconv.Itoa(status)).Inc()
+}
+
+// methods are the HTTP methods that get their own metric label; any other
+// is counted as OTHER, so that made-up methods cannot create series
+// without bound. It is the list of Caddy's own metrics (its
+// internal/metrics.SanitizeMethod), which this copies because that
+// package is internal.
+var methods = map[string]string{
+	"GET": http.MethodGet, "get": http.MethodGet,
+	"HEAD": http.MethodHead, "head": http.MethodHead,
+	"PUT": http.MethodPut, "put": http.MethodPut,
+	"POST": http.MethodPost, "post": http.MethodPost,
+	"DELETE": http.MethodDelete, "delete": http.MethodDelete,
+	"CONNECT": http.MethodConnect, "connect": http.MethodConnect,
+	"OPTIONS": http.MethodOptions, "options": http.MethodOptions,
+	"TRACE": http.MethodTrace, "trace": http.MethodTrace,
+	"PATCH": http.MethodPatch, "patch": http.MethodPatch,
+}
+
+// sanitizeMethod returns the metric label of an HTTP method.
+func sanitizeMethod(m string) string {
+	if v, ok := methods[m]; ok {
+		return v
+	}
+	return "OTHER"
 }
 
 func (m *metrics) callStarted() {

@@ -14,21 +14,14 @@
 package whatsappcalls
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
-	"sort"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/pion/ice/v4"
-	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/cluster"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
@@ -189,14 +182,18 @@ type Handler struct {
 	verifyToken  string
 	phoneNumbers map[string]struct{}
 	botTemplate  botTemplate
+	networks     []netip.Prefix
 
-	graph    *whatsapp.Client
-	engine   *media.Engine
-	muxKey   string
-	calls    *registry
-	metrics  *metrics
-	logger   *zap.Logger
-	webhooks *zap.Logger
+	graph      *whatsapp.Client
+	engineCfg  media.EngineConfig // UDPMux is set when the app starts
+	callCfg    callConfig         // engine is set when the app starts
+	clusterCfg *cluster.Config    // nil on one node; the app's start attaches it
+	app        *App
+	holds      *handlerHolds
+	metrics    *metrics
+	logger     *zap.Logger
+	webhooks   *zap.Logger
+	rejects    *rejectLog
 }
 
 // ICEServer is a STUN or TURN server.
@@ -220,34 +217,44 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves secrets, applies defaults and builds the Graph API
-// client and the WebRTC engine. It does no network I/O beyond binding the
-// ICE UDP port, which is shared across config reloads.
+// Provision resolves placeholders, applies defaults, checks the result and
+// builds the Graph API client. It binds no socket and starts nothing, so
+// that `caddy validate` works beside a running Caddy and a reload that
+// fails changes nothing: it registers the handler with the whatsapp_calls
+// app, which acquires the UDP port, the media engine and the call registry
+// when the config starts (see App).
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.webhooks = h.logger.Named("webhook")
+	h.rejects = newRejectLog(h.webhooks)
+	h.holds = new(handlerHolds)
 
-	repl := caddy.NewReplacer()
-	secret, err := resolveSecret(repl, "app_secret", h.AppSecret)
+	if err := h.resolvePlaceholders(); err != nil {
+		return err
+	}
+	secret, err := resolveSecret("app_secret", h.AppSecret)
 	if err != nil {
 		return err
 	}
 	h.appSecret = []byte(secret)
-	if h.verifyToken, err = resolveSecret(repl, "verify_token", h.VerifyToken); err != nil {
+	if h.verifyToken, err = resolveSecret("verify_token", h.VerifyToken); err != nil {
 		return err
 	}
-	accessToken, err := resolveSecret(repl, "access_token", h.AccessToken)
+	accessToken, err := resolveSecret("access_token", h.AccessToken)
 	if err != nil {
 		return err
 	}
 	signingKey := ""
 	if h.BotSigningKey != "" {
-		if signingKey, err = resolveSecret(repl, "bot_signing_key", h.BotSigningKey); err != nil {
+		if signingKey, err = resolveSecret("bot_signing_key", h.BotSigningKey); err != nil {
 			return err
 		}
 	}
 
 	h.applyDefaults()
+	if err := h.Validate(); err != nil {
+		return err
+	}
 
 	if len(h.PhoneNumberIDs) > 0 {
 		h.phoneNumbers = make(map[string]struct{}, len(h.PhoneNumberIDs))
@@ -256,20 +263,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	protocol, err := bot.ParseProtocol(h.BotProtocol)
-	if err != nil {
-		return fmt.Errorf("bot_protocol: %w", err)
-	}
 	h.botTemplate = botTemplate{
 		url:        h.Bot,
 		header:     h.BotHeaders,
 		params:     sortedParams(h.BotParams),
-		protocol:   protocol,
+		protocol:   bot.Protocol(h.BotProtocol),
 		sampleRate: h.BotSampleRate,
 		signingKey: signingKey,
 		timeout:    time.Duration(h.BotTimeout),
 	}
-	if err := h.botTemplate.check(repl); err != nil {
+	if err := h.botTemplate.check(caddy.NewReplacer()); err != nil {
 		return err
 	}
 	if err := checkCallbackData(caddy.NewReplacer(), h.BizOpaqueCallbackData); err != nil {
@@ -283,41 +286,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger:      h.logger.Named("graph"),
 	}
 
-	iceServers, err := h.iceServers(repl)
+	iceServers, err := h.iceServers()
 	if err != nil {
 		return err
 	}
-	networks, err := parseNetworks(h.ICENetworks)
-	if err != nil {
+	if h.networks, err = parseNetworks(h.ICENetworks); err != nil {
 		return err
 	}
-	var mux ice.UDPMux
-	if *h.UDPPort > 0 {
-		h.muxKey = fmt.Sprintf("whatsapp_calls/udp/%d", *h.UDPPort)
-		mux, err = loadUDPMux(h.muxKey, *h.UDPPort, networks, h.logger.Named("media"))
-		if err != nil {
-			h.muxKey = ""
-			return fmt.Errorf("udp_port %d: %w", *h.UDPPort, err)
-		}
-	}
-	h.engine, err = media.NewEngine(media.EngineConfig{
-		UDPMux:         mux,
+	h.engineCfg = media.EngineConfig{
 		PublicIPs:      h.PublicIPs,
 		ICEServers:     iceServers,
-		Networks:       networks,
+		Networks:       h.networks,
 		OpusComplexity: -1,
 		Logger:         h.logger.Named("media"),
-	})
-	if err != nil {
-		return fmt.Errorf("webrtc engine: %w", err)
 	}
-
 	h.metrics = loadMetrics(ctx.GetMetricsRegistry())
-	h.calls = loadRegistry(h.registryKey(), h.metrics)
-	callCfg := callConfig{
+	h.callCfg = callConfig{
 		logger:        h.logger.Named("calls"),
 		graph:         h.graph,
-		engine:        h.engine,
 		bot:           h.botTemplate,
 		maxCalls:      h.MaxCalls,
 		answerTimeout: time.Duration(h.AnswerTimeout),
@@ -325,16 +311,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		maxConnectAge: time.Duration(h.MaxConnectAge),
 		callbackData:  h.BizOpaqueCallbackData,
 	}
-	h.calls.configure(callCfg)
+
 	if h.Cluster != nil {
-		cc, err := h.Cluster.nodeConfig(repl, h.logger.Named("cluster"))
+		cc, err := h.Cluster.nodeConfig(h.logger.Named("cluster"))
 		if err != nil {
 			return err
 		}
-		if err := h.calls.attachCluster(cc, callCfg); err != nil {
-			return err
-		}
+		h.clusterCfg = &cc
 	}
+
+	app, err := ctx.App(appID)
+	if err != nil {
+		return err
+	}
+	h.app = app.(*App)
+	h.app.register(h)
 	return nil
 }
 
@@ -379,186 +370,17 @@ func (h *Handler) applyDefaults() {
 	}
 }
 
-// Validate checks the configuration. It makes no network calls.
+// Validate checks the configuration. It makes no network calls. The rules
+// live in validate.go, which the Caddyfile parser uses too.
 func (h *Handler) Validate() error {
-	for _, req := range []struct{ name, value string }{
-		{"app_secret", h.AppSecret},
-		{"verify_token", h.VerifyToken},
-		{"access_token", h.AccessToken},
-		{"bot", h.Bot},
-	} {
-		if req.value == "" {
-			return fmt.Errorf("%s is required", req.name)
-		}
-	}
-	if err := checkBotURL(h.Bot); err != nil {
-		return fmt.Errorf("bot: %w", err)
-	}
-	if err := checkSampleRate(h.BotProtocol, h.BotSampleRate); err != nil {
-		return err
-	}
-	if err := checkGraphURL(h.GraphURL); err != nil {
-		return fmt.Errorf("graph_url: %w", err)
-	}
-	if h.UDPPort != nil && (*h.UDPPort < 0 || *h.UDPPort > 65535) {
-		return fmt.Errorf("udp_port %d out of range 0-65535", *h.UDPPort)
-	}
-	for _, ip := range h.PublicIPs {
-		if _, err := netip.ParseAddr(ip); err != nil {
-			return fmt.Errorf("public_ip %q: not an IP address", ip)
-		}
-	}
-	if h.MaxCalls < 0 {
-		return fmt.Errorf("max_calls must be positive")
-	}
-	if h.MaxBodySize < 0 {
-		return fmt.Errorf("max_body_size must be positive")
-	}
-	if h.AnswerTimeout < 0 || h.BotTimeout < 0 {
-		return fmt.Errorf("answer_timeout and bot_timeout must be positive")
-	}
-	if h.AcceptTimeout < 0 {
-		return fmt.Errorf("accept_timeout must be positive")
-	}
-	if h.MaxConnectAge < 0 {
-		return fmt.Errorf("max_connect_age must be positive")
-	}
-	if n := utf8.RuneCountInString(h.BizOpaqueCallbackData); n > maxCallbackData {
-		return fmt.Errorf("biz_opaque_callback_data is %d characters; Meta takes at most %d", n, maxCallbackData)
-	}
-	if h.Cluster != nil {
-		if err := h.Cluster.validate(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return h.check()
 }
 
-// Cleanup releases this handler's hold on the live calls and the UDP port.
-// On a config reload the new handler holds them too, so calls go on; on a
-// real stop the last holder terminates every live call toward Meta and
-// tells every bot. Cleanup is safe after a partial Provision.
+// Cleanup releases this handler's hold on the live calls and the UDP port,
+// if the app's Stop has not already (see App). Cleanup is safe after a
+// partial Provision.
 func (h *Handler) Cleanup() error {
-	var errs []error
-	lastUser := true
-	if h.calls != nil {
-		deleted, err := registries.Delete(h.registryKey())
-		if err != nil {
-			errs = append(errs, err)
-		}
-		lastUser = deleted
-	}
-	// On a reload the engine's live sessions belong to the registry, which
-	// the new config holds: they must go on, so the engine is left to the
-	// garbage collector. On a real stop the registry has ended them all.
-	if h.engine != nil && lastUser {
-		if err := h.engine.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if h.muxKey != "" {
-		if _, err := udpMuxes.Delete(h.muxKey); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// registryKey names the call registry shared by this handler's successive
-// configs. Handlers that answer the same phone numbers with the same
-// credentials share one registry, so a reload hands live calls over.
-func (h *Handler) registryKey() string {
-	ids := append([]string(nil), h.PhoneNumberIDs...)
-	sort.Strings(ids)
-	return "whatsapp_calls/calls/" + strings.Join(ids, ",")
-}
-
-func (h *Handler) iceServers(repl *caddy.Replacer) ([]webrtc.ICEServer, error) {
-	servers := make([]webrtc.ICEServer, 0, len(h.ICEServers))
-	for _, s := range h.ICEServers {
-		cred, err := repl.ReplaceOrErr(s.Credential, true, true)
-		if err != nil && s.Credential != "" {
-			return nil, fmt.Errorf("ice_server credential: %w", err)
-		}
-		servers = append(servers, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: cred})
-	}
-	return servers, nil
-}
-
-// resolveSecret resolves the placeholders of a secret option. An unset or
-// empty value is an error that names the option, never the value.
-func resolveSecret(repl *caddy.Replacer, option, value string) (string, error) {
-	if value == "" {
-		return "", fmt.Errorf("%s is required", option)
-	}
-	v, err := repl.ReplaceOrErr(value, true, true)
-	if err != nil {
-		return "", fmt.Errorf("%s: a placeholder is unset or unknown (%w)", option, errRedacted)
-	}
-	if v == "" {
-		return "", fmt.Errorf("%s is empty", option)
-	}
-	return v, nil
-}
-
-// errRedacted stands in for a Replacer error, whose text could echo part of
-// a secret's value.
-var errRedacted = errors.New("value not shown")
-
-func checkBotURL(raw string) error {
-	scheme, _, ok := strings.Cut(raw, "://")
-	if !ok {
-		return fmt.Errorf("%q is not a ws:// or wss:// URL", raw)
-	}
-	switch strings.ToLower(scheme) {
-	case "ws", "wss":
-	default:
-		if !strings.Contains(scheme, "{") {
-			return fmt.Errorf("scheme %q is not ws or wss", scheme)
-		}
-	}
-	return nil
-}
-
-func checkGraphURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", raw)
-	}
-	return nil
-}
-
-func checkSampleRate(protocol string, rate int) error {
-	switch protocol {
-	case "", string(bot.Twilio):
-		if rate != 0 && rate != 8000 {
-			return fmt.Errorf("bot_sample_rate %d: the twilio dialect is 8000 only", rate)
-		}
-	case string(bot.Vonage):
-		switch rate {
-		case 0, 8000, 16000, 24000:
-		default:
-			return fmt.Errorf("bot_sample_rate %d: must be 8000, 16000 or 24000", rate)
-		}
-	default:
-		return fmt.Errorf("bot_protocol %q: must be twilio or vonage", protocol)
-	}
-	return nil
-}
-
-func parseNetworks(cidrs []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
-		if err != nil {
-			return nil, fmt.Errorf("ice_networks %q: %w", c, err)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
+	return h.stop()
 }
 
 // Interface guards

@@ -109,7 +109,7 @@ bounded() {
 }
 
 log "building into $tmp"
-go build -o "$tmp/caddy" ./cmd/caddy
+go build -o "$tmp/caddy" ./cmd/whatsapp-demo
 go build -o "$tmp/whatsapp-load" ./cmd/whatsapp-load
 load=$tmp/whatsapp-load
 

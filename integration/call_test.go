@@ -191,7 +191,14 @@ type testCall struct {
 
 func signedPost(t *testing.T, url string, body []byte) {
 	t.Helper()
-	if got := post(t, url, body, map[string]string{"X-Hub-Signature-256": whatsapp.Sign([]byte(testSecret), body)}); got != http.StatusOK {
+	signedPostAs(t, url, testSecret, body)
+}
+
+// signedPostAs posts a webhook signed with the app secret of another Meta
+// app than the tests' usual one.
+func signedPostAs(t *testing.T, url, secret string, body []byte) {
+	t.Helper()
+	if got := post(t, url, body, map[string]string{"X-Hub-Signature-256": whatsapp.Sign([]byte(secret), body)}); got != http.StatusOK {
 		t.Fatalf("POST webhook = %d; want 200", got)
 	}
 }
@@ -223,13 +230,20 @@ func terminateWebhook(callID string) []byte {
 // pre_accept answer, and waits for accept with the same SDP.
 func placeCall(t *testing.T, webhookURL string, graph *fakeGraph, callID string) *testCall {
 	t.Helper()
+	return placeCallAs(t, webhookURL, testSecret, graph, callID)
+}
+
+// placeCallAs is placeCall for a handler of the Meta app whose app secret
+// is secret.
+func placeCallAs(t *testing.T, webhookURL, secret string, graph *fakeGraph, callID string) *testCall {
+	t.Helper()
 	audio := newCallerAudio(t)
 	c, err := caller.New(caller.Config{OnAudio: audio.onAudio})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	signedPost(t, webhookURL, connectWebhook(callID, c.Offer()))
+	signedPostAs(t, webhookURL, secret, connectWebhook(callID, c.Offer()))
 
 	pre := graph.wait(t, 10*time.Second)
 	if pre.Body["action"] != "pre_accept" || pre.Body["call_id"] != callID {

@@ -43,6 +43,7 @@ func parseBot(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		caller               <wa_id>     # default 15551234567
 //		caller_name          <name>      # default Simulator
 //		public_url           <url>       # logged at startup; default the webhook's origin
+//		allow_remote                     # serve clients not on loopback; default loopback only
 //	}
 func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -68,6 +69,15 @@ func (s *Simulator) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			dst = &s.CallerName
 		case "public_url":
 			dst = &s.PublicURL
+		case "allow_remote":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			if s.AllowRemote {
+				return d.Err("allow_remote already specified")
+			}
+			s.AllowRemote = true
+			continue
 		default:
 			return d.Errf("unrecognized subdirective '%s'", d.Val())
 		}

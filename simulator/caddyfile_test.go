@@ -29,11 +29,12 @@ func TestSimulatorUnmarshalCaddyfile(t *testing.T) {
 				caller 15557654321
 				caller_name "Jane Doe"
 				public_url http://localhost:8080/sim/
+				allow_remote
 			}`,
 			want: Simulator{
 				WebhookURL: "http://localhost:8080/webhook", AppSecret: "{env.APP_SECRET}", AccessToken: "tok",
 				PhoneNumberID: "42", DisplayPhoneNumber: "15550009999", Caller: "15557654321",
-				CallerName: "Jane Doe", PublicURL: "http://localhost:8080/sim/",
+				CallerName: "Jane Doe", PublicURL: "http://localhost:8080/sim/", AllowRemote: true,
 			},
 		},
 		{name: "empty", give: `whatsapp_simulator`, want: Simulator{}},
@@ -42,6 +43,7 @@ func TestSimulatorUnmarshalCaddyfile(t *testing.T) {
 		{name: "two values", give: "whatsapp_simulator {\n caller 1 2\n}", wantErr: "wrong argument count"},
 		{name: "duplicate", give: "whatsapp_simulator {\n caller 1\n caller 2\n}", wantErr: "caller already specified"},
 		{name: "unknown", give: "whatsapp_simulator {\n callee 1\n}", wantErr: "unrecognized subdirective 'callee'"},
+		{name: "allow_remote with a value", give: "whatsapp_simulator {\n allow_remote yes\n}", wantErr: "wrong argument count"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,11 +36,11 @@ const (
 // Reasons given with final states.
 const (
 	// ReasonBusinessTerminated: the business sent terminate.
-	ReasonBusinessTerminated = "business terminated"
+	ReasonBusinessTerminated = "business_terminated"
 	// ReasonBusinessRejected: the business sent reject.
-	ReasonBusinessRejected = "business rejected"
+	ReasonBusinessRejected = "business_rejected"
 	// ReasonCallerHungUp: the page hung up.
-	ReasonCallerHungUp = "you hung up"
+	ReasonCallerHungUp = "caller_hung_up"
 )
 
 // Who ended a call.
@@ -350,6 +350,9 @@ func (s *Simulator) serveCallList(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Simulator) servePlaceCall(w http.ResponseWriter, r *http.Request) {
+	if !requireJSON(w, r) {
+		return
+	}
 	var req struct {
 		SDP string `json:"sdp"`
 	}
@@ -373,6 +376,9 @@ func (s *Simulator) servePlaceCall(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Simulator) serveHangup(w http.ResponseWriter, r *http.Request) {
+	if !requireJSON(w, r) {
+		return
+	}
 	id := r.PathValue("id")
 	err := s.HangUp(r.Context(), id)
 	switch {

@@ -14,10 +14,12 @@
 //
 // Together with whatsapp_calls they make a self-contained demo:
 //
-//	go run ./cmd/caddy run --config examples/demo.Caddyfile
+//	go run ./cmd/whatsapp-demo run --config examples/demo.Caddyfile
 //
 // The simulator is a development tool: its page and API are unauthenticated,
-// so do not expose it on a public address.
+// so it answers loopback clients only unless allow_remote is set, and its
+// POST endpoints take only application/json. Only cmd/whatsapp-demo
+// compiles this package in; production builds do not.
 //
 // Wire formats follow Meta's Cloud API calling and webhook documentation
 // (https://developers.facebook.com/docs/whatsapp/cloud-api/calling), Twilio

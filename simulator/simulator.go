@@ -3,9 +3,13 @@ package simulator
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
+	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -90,6 +94,11 @@ type Simulator struct {
 	// scheme and host of WebhookURL followed by /, which is right when the
 	// simulator serves the root of the same site.
 	PublicURL string `json:"public_url,omitempty"`
+
+	// AllowRemote lets clients that are not on loopback use the page and
+	// its API. The page signs any offer with AppSecret, so keep it off
+	// unless the network is yours alone. Default: loopback clients only.
+	AllowRemote bool `json:"allow_remote,omitempty"`
 
 	logger *zap.Logger
 	client *http.Client
@@ -242,12 +251,45 @@ func (st *simState) endStreams() {
 
 // ServeHTTP serves the page, the page's API and the fake Graph API, and
 // passes any other request to next.
+// Clients not on loopback get 403 unless AllowRemote is set, and the
+// page's POST endpoints take only application/json, which another site's
+// page cannot send without a CORS preflight that the simulator never
+// grants: no cross-site request can place or end a call.
 func (s *Simulator) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		return next.ServeHTTP(w, r)
 	}
+	if !s.AllowRemote && !isLoopbackClient(r) {
+		writeError(w, http.StatusForbidden, errors.New("the simulator serves loopback clients only (set allow_remote to serve others)"))
+		return nil
+	}
 	s.mux.ServeHTTP(w, r)
 	return nil
+}
+
+// isLoopbackClient reports whether the request comes from loopback, by
+// the client address Caddy determined (trusted_proxies honoured).
+func isLoopbackClient(r *http.Request) bool {
+	addr, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if addr == "" {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return false
+		}
+		addr = host
+	}
+	ip, err := netip.ParseAddr(addr)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// requireJSON answers 415 unless the request body is declared
+// application/json.
+func requireJSON(w http.ResponseWriter, r *http.Request) bool {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		writeError(w, http.StatusUnsupportedMediaType, errors.New("Content-Type must be application/json"))
+		return false
+	}
+	return true
 }
 
 func (s *Simulator) routes() *http.ServeMux {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -459,7 +460,7 @@ func TestCallFlowCallerHangsUp(t *testing.T) {
 					t.Fatalf("accept = %d %v", status, body)
 				}
 			}
-			resp, err := http.Post(url+"/api/calls/"+id+"/hangup", "", nil)
+			resp, err := http.Post(url+"/api/calls/"+id+"/hangup", "application/json", strings.NewReader("{}"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -475,7 +476,7 @@ func TestCallFlowCallerHangsUp(t *testing.T) {
 			if end.Metadata.PhoneNumberID != "100000000000001" || len(end.Contacts) != 0 {
 				t.Errorf("terminate value metadata %+v contacts %v; want metadata and no contacts", end.Metadata, end.Contacts)
 			}
-			resp, err = http.Post(url+"/api/calls/"+id+"/hangup", "", nil)
+			resp, err = http.Post(url+"/api/calls/"+id+"/hangup", "application/json", strings.NewReader("{}"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -489,7 +490,7 @@ func TestCallFlowCallerHangsUp(t *testing.T) {
 			}
 			c := s.Calls()[i]
 			if c.State != StateEnded || c.Reason != ReasonCallerHungUp || c.By != "caller" {
-				t.Errorf("call = %+v; want ended, you hung up, by caller", c)
+				t.Errorf("call = %+v; want ended, caller_hung_up, by caller", c)
 			}
 		})
 	}
@@ -518,6 +519,7 @@ func TestSimulatorRoutes(t *testing.T) {
 	_, _, url := newTestSimulator(t)
 	tests := []struct {
 		method, path string
+		ctype        string // the request's Content-Type
 		wantStatus   int
 		wantType     string
 		wantBody     string
@@ -528,13 +530,20 @@ func TestSimulatorRoutes(t *testing.T) {
 		{method: "GET", path: "/api/config", wantStatus: 200, wantType: "application/json", wantBody: `"caller":"15551234567"`},
 		{method: "GET", path: "/api/calls", wantStatus: 200, wantType: "application/json", wantBody: `"calls":[]`},
 		{method: "GET", path: "/api/calls/wacid.none/events", wantStatus: 404, wantBody: "unknown call"},
-		{method: "POST", path: "/api/calls/wacid.none/hangup", wantStatus: 404, wantBody: "unknown call"},
+		{method: "POST", path: "/api/calls/wacid.none/hangup", ctype: "application/json", wantStatus: 404, wantBody: "unknown call"},
+		// A page of another site can send these without a preflight (CSRF).
+		{method: "POST", path: "/api/calls/wacid.none/hangup", wantStatus: 415, wantBody: "application/json"},
+		{method: "POST", path: "/api/calls", ctype: "text/plain", wantStatus: 415, wantBody: "application/json"},
+		{method: "POST", path: "/api/calls", ctype: "application/x-www-form-urlencoded", wantStatus: 415, wantBody: "application/json"},
 		{method: "GET", path: "/other", wantStatus: http.StatusTeapot},
 		{method: "GET", path: "/graph/v23.0/1/calls", wantStatus: http.StatusTeapot},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			req, _ := http.NewRequest(tt.method, url+tt.path, nil)
+			if tt.ctype != "" {
+				req.Header.Set("Content-Type", tt.ctype)
+			}
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -604,5 +613,43 @@ func TestEventStreamsEndAtShutdown(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the event stream is still open after endStreams")
+	}
+}
+
+// TestSimulatorLoopbackOnly checks that a client not on loopback gets 403
+// from the page and its API unless allow_remote is set, and that other
+// paths still pass to the next handler.
+func TestSimulatorLoopbackOnly(t *testing.T) {
+	s, _, _ := newTestSimulator(t)
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.WriteHeader(http.StatusTeapot)
+		return nil
+	})
+	tests := []struct {
+		remote, path string
+		allowRemote  bool
+		want         int
+	}{
+		{"127.0.0.1:4000", "/api/calls", false, http.StatusOK},
+		{"[::1]:4000", "/api/calls", false, http.StatusOK},
+		{"203.0.113.5:4000", "/api/calls", false, http.StatusForbidden},
+		{"203.0.113.5:4000", "/", false, http.StatusForbidden},
+		{"[2001:db8::1]:4000", "/api/config", false, http.StatusForbidden},
+		{"203.0.113.5:4000", "/other", false, http.StatusTeapot},
+		{"203.0.113.5:4000", "/api/calls", true, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s %s allow_remote=%v", tt.remote, tt.path, tt.allowRemote), func(t *testing.T) {
+			s.AllowRemote = tt.allowRemote
+			r := httptest.NewRequest(http.MethodGet, tt.path, nil)
+			r.RemoteAddr = tt.remote
+			w := httptest.NewRecorder()
+			if err := s.ServeHTTP(w, r, next); err != nil {
+				t.Fatal(err)
+			}
+			if w.Code != tt.want {
+				t.Errorf("GET %s from %s = %d %q; want %d", tt.path, tt.remote, w.Code, w.Body.String(), tt.want)
+			}
+		})
 	}
 }

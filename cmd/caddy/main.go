@@ -1,6 +1,7 @@
-// Command caddy is Caddy with the whatsapp_calls plugin (and its demo
-// simulator and bot) compiled in, so that `go run ./cmd/caddy` works
-// without xcaddy, as caddy-l4's cmd/caddy does.
+// Command caddy is Caddy with its standard modules and the whatsapp_calls
+// plugin compiled in, so that `go build ./cmd/caddy` makes a production
+// binary without xcaddy, as caddy-l4's cmd/caddy does. The demo modules
+// (the simulator and the demo bot) are in cmd/whatsapp-demo only.
 package main
 
 import (
@@ -9,7 +10,6 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/whatsappcalls/caddy-whatsapp-calls"
-	_ "github.com/whatsappcalls/caddy-whatsapp-calls/simulator"
 )
 
 func main() {

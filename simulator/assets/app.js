@@ -308,7 +308,11 @@
     $('hangup').disabled = true;
     $('state').textContent = 'Hanging up…';
     try {
-      const res = await fetch(`api/calls/${encodeURIComponent(id)}/hangup`, { method: 'POST' });
+      const res = await fetch(`api/calls/${encodeURIComponent(id)}/hangup`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: '{}',
+      });
       if (!res.ok && res.status !== 409) {
         const body = await res.json().catch(() => ({}));
         showError(body.error || `hang up: HTTP ${res.status}`);
