@@ -144,3 +144,21 @@ func TestClusterOrphansEnded(t *testing.T) {
 		})
 	}
 }
+
+// A registry keeps its cluster node across a reload with the same cluster
+// settings, and refuses other settings rather than moving live calls.
+func TestAttachClusterOnReload(t *testing.T) {
+	s := redistest.Start(t, "")
+	cfg := callConfig{logger: zap.NewNop(), graph: &recordingGraph{}, maxCalls: 1}
+	r := clusteredRegistry(t, s, cfg)
+	node := r.link.node
+	same := cluster.Config{Addr: s.Addr(), NodeID: "self", ClaimTTL: time.Second, Logger: zap.NewNop()}
+	if err := r.attachCluster(same, cfg); err != nil || r.link.node != node {
+		t.Fatalf("attachCluster(same settings) = %v, new node %t; want nil and the same node", err, r.link.node != node)
+	}
+	other := same
+	other.NodeID = "renamed"
+	if err := r.attachCluster(other, cfg); err == nil || r.link.node != node {
+		t.Fatalf("attachCluster(other node id) = %v; want an error and the node kept", err)
+	}
+}
