@@ -408,3 +408,25 @@ func TestRedisDownAtStart(t *testing.T) {
 	}
 	waitHangup(t, ra, "wacid.early", "api", 2*testTTL)
 }
+
+// A node restarted under the same id ends the calls its previous run left.
+func TestRestartedNodeSweepsItsPredecessor(t *testing.T) {
+	s := startRedis(t)
+	orphans := make(chan orphan, 4)
+	before, _ := newNode(t, s, "a", testTTL, orphans)
+	before.Start()
+	if _, err := before.Claim(context.Background(), Call{ID: "wacid.left", PhoneNumberID: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = before.Close() // a crash: nothing released
+	after, _ := newNode(t, s, "a", testTTL, orphans)
+	after.Start()
+	select {
+	case o := <-orphans:
+		if o.call.ID != "wacid.left" || o.by != "a" {
+			t.Fatalf("OnOrphan(%s) by %s; want wacid.left by the restarted a", o.call.ID, o.by)
+		}
+	case <-time.After(3 * testTTL):
+		t.Fatal("the previous run's call was never swept")
+	}
+}
