@@ -257,7 +257,7 @@ func (r *registry) terminate(ev whatsapp.CallEvent, cfg callConfig) {
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.forwardTerminate(link, ev.Call.ID, logger)
+			r.forwardTerminate(link, ev, logger)
 		}()
 	}
 	r.mu.Unlock()

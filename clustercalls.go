@@ -2,6 +2,7 @@ package whatsappcalls
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -108,11 +109,15 @@ func (r *registry) claim(link *clusterLink, ev whatsapp.CallEvent, received time
 
 // forwardTerminate hands Meta's terminate for a call that is not live here
 // to the node that owns it.
-func (r *registry) forwardTerminate(link *clusterLink, id string, logger *zap.Logger) {
+func (r *registry) forwardTerminate(link *clusterLink, ev whatsapp.CallEvent, logger *zap.Logger) {
+	id := ev.Call.ID
 	start := time.Now()
-	owner, err := link.node.Forward(r.ctx, id, hangupMetaTerminate)
+	owner, err := link.node.Forward(r.ctx, id, hangupMetaTerminate, terminatePayload(ev))
 	switch {
 	case err == nil || errors.Is(err, cluster.ErrOwnerUnreachable):
+		if owner == link.node.ID() {
+			return // a call that just ended here
+		}
 		r.metrics.clusterEvent("hangup_forwarded")
 		logger.Info("terminate forwarded to the call's node",
 			zap.String("call_id", id), zap.String("owner", owner),
@@ -127,9 +132,26 @@ func (r *registry) forwardTerminate(link *clusterLink, id string, logger *zap.Lo
 	}
 }
 
+// terminatePayload is what travels with a forwarded terminate: Meta's
+// event without the users' numbers, ids and names, which have no business
+// in Redis.
+func terminatePayload(ev whatsapp.CallEvent) []byte {
+	c := ev.Call
+	b, _ := json.Marshal(whatsapp.CallEvent{
+		PhoneNumberID: ev.PhoneNumberID,
+		Errors:        ev.Errors,
+		Call: whatsapp.Call{
+			ID: c.ID, Event: c.Event, Direction: c.Direction, Status: c.Status,
+			Timestamp: c.Timestamp, StartTime: c.StartTime, EndTime: c.EndTime, Duration: c.Duration,
+			BizOpaqueCallbackData: c.BizOpaqueCallbackData,
+		},
+	})
+	return b
+}
+
 // forwardedHangup ends a live call that another node was asked to hang up.
 // It runs on the cluster node's goroutine and does not block.
-func (r *registry) forwardedHangup(id, reason string) {
+func (r *registry) forwardedHangup(id, reason string, payload []byte) {
 	r.mu.Lock()
 	c := r.live[id]
 	link := r.link
@@ -142,6 +164,15 @@ func (r *registry) forwardedHangup(id, reason string) {
 	switch reason {
 	case hangupMetaTerminate:
 		cause = errCallerHungUp
+		var ev whatsapp.CallEvent
+		if json.Unmarshal(payload, &ev) == nil {
+			logger.Info("call terminated by meta",
+				zap.String("call_id", id),
+				zap.String("status", ev.Call.Status),
+				zap.String("reason", ev.Reason()),
+				zap.Bool("live", true),
+				zap.Bool("forwarded", true))
+		}
 	case hangupSwept:
 		cause = errPeerTerminated
 	}

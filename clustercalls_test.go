@@ -2,10 +2,12 @@ package whatsappcalls
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +22,7 @@ import (
 func peerNode(t *testing.T, s *redistest.Server, id string) *cluster.Node {
 	t.Helper()
 	n, err := cluster.New(cluster.Config{Addr: s.Addr(), NodeID: id, ClaimTTL: time.Second,
-		OnHangup: func(string, string) {}, OnOrphan: func(cluster.Call) {}})
+		OnHangup: func(string, string, []byte) {}, OnOrphan: func(cluster.Call) {}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func TestClusterForwardedHangup(t *testing.T) {
 			if !r.claim(r.link, c.ev, c.received, cfg) {
 				t.Fatalf("claim(%s) = false", id)
 			}
-			owner, err := peer.Forward(context.Background(), id, tt.reason)
+			owner, err := peer.Forward(context.Background(), id, tt.reason, nil)
 			if owner != "self" || (err != nil && !errors.Is(err, cluster.ErrOwnerUnreachable)) {
 				t.Fatalf("Forward(%s) = %q, %v; want self", id, owner, err)
 			}
@@ -160,5 +162,32 @@ func TestAttachClusterOnReload(t *testing.T) {
 	other.NodeID = "renamed"
 	if err := r.attachCluster(other, cfg); err == nil || r.link.node != node {
 		t.Fatalf("attachCluster(other node id) = %v; want an error and the node kept", err)
+	}
+}
+
+// A forwarded terminate carries Meta's status and errors, and none of the
+// users' numbers, ids or names.
+func TestTerminatePayload(t *testing.T) {
+	ev := whatsapp.CallEvent{
+		PhoneNumberID: "106540352242922",
+		CallerName:    "Jane",
+		Contact:       whatsapp.Contact{WaID: "15551234567", Profile: whatsapp.Profile{Name: "Jane"}},
+		Errors:        []whatsapp.ErrorInfo{{Code: 138021, Title: "No media for a long time."}},
+		Call: whatsapp.Call{ID: "wacid.p", From: "15551234567", To: "15550001111", FromUserID: "US.1",
+			Event: "terminate", Status: "COMPLETED", Duration: 24},
+	}
+	raw := terminatePayload(ev)
+	for _, secret := range []string{"15551234567", "15550001111", "Jane", "US.1"} {
+		if strings.Contains(string(raw), secret) {
+			t.Errorf("terminatePayload() = %s; holds %q", raw, secret)
+		}
+	}
+	var got whatsapp.CallEvent
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Call.ID != "wacid.p" || got.Call.Status != "COMPLETED" || got.PhoneNumberID != ev.PhoneNumberID ||
+		got.Reason() != ev.Reason() || got.Call.Duration != 24 {
+		t.Errorf("terminatePayload() round trip = %+v; want the call id, status, number id, reason and duration", got)
 	}
 }

@@ -13,7 +13,7 @@ import (
 func BenchmarkForwardHangup(b *testing.B) {
 	s := startRedis(b)
 	got := make(chan string, 1)
-	mk := func(id string, onHangup func(string, string)) *Node {
+	mk := func(id string, onHangup func(string, string, []byte)) *Node {
 		n, err := New(Config{Addr: s.Addr(), NodeID: id, ClaimTTL: time.Minute,
 			OnHangup: onHangup, OnOrphan: func(Call) {}})
 		if err != nil {
@@ -23,12 +23,12 @@ func BenchmarkForwardHangup(b *testing.B) {
 		n.Start()
 		return n
 	}
-	owner := mk("owner", func(id, _ string) {
+	owner := mk("owner", func(id, _ string, _ []byte) {
 		if id != probeCall {
 			got <- id
 		}
 	})
-	other := mk("other", func(string, string) {})
+	other := mk("other", func(string, string, []byte) {})
 	ctx := context.Background()
 	waitSubscribed(b, other, owner)
 
@@ -40,7 +40,7 @@ func BenchmarkForwardHangup(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		if _, err := other.Forward(ctx, id, "meta_terminate"); err != nil {
+		if _, err := other.Forward(ctx, id, "meta_terminate", nil); err != nil {
 			b.Fatal(err)
 		}
 		if <-got != id {
@@ -64,7 +64,7 @@ func waitSubscribed(tb testing.TB, from, owner *Node) {
 	}
 	defer owner.Release(probeCall)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := from.Forward(ctx, probeCall, "probe"); err == nil {
+		if _, err := from.Forward(ctx, probeCall, "probe", nil); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -77,7 +77,7 @@ func waitSubscribed(tb testing.TB, from, owner *Node) {
 // PING to the same kind of redis-server, through the node's own client.
 func BenchmarkRedisRoundTrip(b *testing.B) {
 	s := startRedis(b)
-	n, err := New(Config{Addr: s.Addr(), NodeID: "ping", OnHangup: func(string, string) {}, OnOrphan: func(Call) {}})
+	n, err := New(Config{Addr: s.Addr(), NodeID: "ping", OnHangup: func(string, string, []byte) {}, OnOrphan: func(Call) {}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -62,7 +62,7 @@ type Config struct {
 	// call this node owns that another node forwarded (or that this node
 	// found as a marker). It must not block; the same call may be handed
 	// over more than once. Required.
-	OnHangup func(callID, reason string)
+	OnHangup func(callID, reason string, payload []byte)
 	// OnOrphan is called, on the node's own goroutine, with a call whose
 	// owner's lease expired (the owner died) and that this node won the
 	// right to end: it must terminate the call toward Meta. It may block

@@ -58,10 +58,11 @@ type ownedCall struct {
 // wireMessage is what a node publishes on the owner's channel: a hang-up
 // (Reason) or an event.
 type wireMessage struct {
-	CallID string `json:"call_id"`
-	Reason string `json:"reason,omitempty"`
-	Event  *Event `json:"event,omitempty"`
-	From   string `json:"from"`
+	CallID  string `json:"call_id"`
+	Reason  string `json:"reason,omitempty"`
+	Payload []byte `json:"payload,omitempty"` // of a hang-up
+	Event   *Event `json:"event,omitempty"`
+	From    string `json:"from"`
 }
 
 // New validates cfg and builds a Node. It does no I/O: Redis is first
@@ -267,13 +268,15 @@ func (n *Node) release(ctx context.Context, callID string) error {
 // Forward hands a hang-up of a call this node does not hold to the call's
 // owner, and returns the owner's node id. The owner learns of it on its
 // channel at once, or from the marker at its next refresh should it not
-// be listening (then the error wraps ErrOwnerUnreachable).
+// be listening (then the error wraps ErrOwnerUnreachable). The payload,
+// which may be nil, travels with the reason (such as Meta's terminate
+// webhook, for the owner's logs and status callback).
 //
 // A call nobody owns returns ErrNotFound and is marked seen, so that a
 // connect for it arriving later does nothing. A call this node owns
 // returns this node's id and nil: it is the caller's to end.
-func (n *Node) Forward(ctx context.Context, callID, reason string) (string, error) {
-	msg, err := json.Marshal(wireMessage{CallID: callID, Reason: reason, From: n.cfg.NodeID})
+func (n *Node) Forward(ctx context.Context, callID, reason string, payload []byte) (string, error) {
+	msg, err := json.Marshal(wireMessage{CallID: callID, Reason: reason, Payload: payload, From: n.cfg.NodeID})
 	if err != nil {
 		return "", fmt.Errorf("forward hang-up of %s: %w", callID, err)
 	}
@@ -281,7 +284,7 @@ func (n *Node) Forward(ctx context.Context, callID, reason string) (string, erro
 	defer cancel()
 	res, err := forwardScript.Run(ctx, n.rdb,
 		[]string{n.key("lease", callID), n.key("seen", callID), n.key("hangup", callID)},
-		reason, ms(2*n.cfg.ClaimTTL), ms(n.cfg.DedupeWindow), n.key("node", ""), string(msg), n.cfg.NodeID).Slice()
+		string(msg), ms(2*n.cfg.ClaimTTL), ms(n.cfg.DedupeWindow), n.key("node", ""), string(msg), n.cfg.NodeID).Slice()
 	n.setHealthy(err)
 	if err != nil {
 		return "", fmt.Errorf("forward hang-up of %s: %w: %w", callID, ErrUnavailable, err)
@@ -416,7 +419,11 @@ func (n *Node) refresh(ctx context.Context) {
 			}
 		}
 		code := toInt(item[0])
-		reason, _ := item[1].(string)
+		marker, _ := item[1].(string)
+		var h wireMessage
+		if marker != "" && json.Unmarshal([]byte(marker), &h) != nil {
+			h.Reason = marker
+		}
 		switch code {
 		case 1:
 			if oc.recorded {
@@ -430,13 +437,14 @@ func (n *Node) refresh(ctx context.Context) {
 			}
 			oc.lost = true
 		case 3:
-			reason = "swept"
+			h = wireMessage{Reason: "swept"}
 		default:
 			oc.recorded = true
 		}
-		if reason != "" && !oc.hungUp {
+		if h.Reason != "" && !oc.hungUp {
 			oc.hungUp = true
-			hangups = append(hangups, wireMessage{CallID: oc.call.ID, Reason: reason})
+			h.CallID = oc.call.ID
+			hangups = append(hangups, h)
 		}
 	}
 	n.mu.Unlock()
@@ -444,7 +452,7 @@ func (n *Node) refresh(ctx context.Context) {
 		n.onEvent(m)
 	}
 	for _, h := range hangups {
-		n.cfg.OnHangup(h.CallID, h.Reason)
+		n.cfg.OnHangup(h.CallID, h.Reason, h.Payload)
 	}
 }
 
@@ -508,7 +516,7 @@ func (n *Node) deliver(payload string) {
 		}
 		return
 	}
-	n.cfg.OnHangup(h.CallID, h.Reason)
+	n.cfg.OnHangup(h.CallID, h.Reason, h.Payload)
 }
 
 // sweep takes the calls whose owners' leases expired and hands each to

@@ -26,7 +26,7 @@ func waitHangup(t *testing.T, rec *recorder, wantID, wantReason string, within t
 }
 
 func TestNewValidates(t *testing.T) {
-	noop := func(string, string) {}
+	noop := func(string, string, []byte) {}
 	noorphan := func(Call) {}
 	tests := []struct {
 		name    string
@@ -144,7 +144,7 @@ func TestTerminateBeforeConnect(t *testing.T) {
 	a, _ := newNode(t, s, "a", testTTL, make(chan orphan, 1))
 	b, _ := newNode(t, s, "b", testTTL, make(chan orphan, 1))
 	ctx := context.Background()
-	if owner, err := a.Forward(ctx, "wacid.early", "meta_terminate"); !errors.Is(err, ErrNotFound) || owner != "" {
+	if owner, err := a.Forward(ctx, "wacid.early", "meta_terminate", nil); !errors.Is(err, ErrNotFound) || owner != "" {
 		t.Fatalf("Forward(unknown call) = %q, %v; want ErrNotFound", owner, err)
 	}
 	if holder, err := b.Claim(ctx, Call{ID: "wacid.early"}); !errors.Is(err, ErrDuplicate) || holder != "~ended" {
@@ -169,15 +169,15 @@ func TestForwardReachesOwner(t *testing.T) {
 	}
 	// The subscription is asynchronous; a forward may beat it and then the
 	// marker delivers, which is also a pass.
-	owner, err := b.Forward(ctx, "wacid.f", "meta_terminate")
+	owner, err := b.Forward(ctx, "wacid.f", "meta_terminate", nil)
 	if owner != "a" || (err != nil && !errors.Is(err, ErrOwnerUnreachable)) {
 		t.Fatalf("Forward() = %q, %v; want a", owner, err)
 	}
 	waitHangup(t, ra, "wacid.f", "meta_terminate", 2*testTTL)
-	if _, err := c.Forward(ctx, "wacid.f", "api"); err != nil {
+	if _, err := c.Forward(ctx, "wacid.f", "api", nil); err != nil {
 		t.Fatalf("second Forward() = %v", err)
 	}
-	if owner, err := a.Forward(ctx, "wacid.f", "api"); owner != "a" || err != nil {
+	if owner, err := a.Forward(ctx, "wacid.f", "api", nil); owner != "a" || err != nil {
 		t.Fatalf("owner's own Forward() = %q, %v; want a, nil", owner, err)
 	}
 	time.Sleep(testTTL) // a refresh runs, with the marker still set
@@ -200,7 +200,7 @@ func TestForwardMarkerWhenOwnerNotListening(t *testing.T) {
 	if _, err := a.Claim(ctx, Call{ID: "wacid.m"}); err != nil {
 		t.Fatal(err)
 	}
-	if owner, err := b.Forward(ctx, "wacid.m", "twilio_rest"); owner != "a" || !errors.Is(err, ErrOwnerUnreachable) {
+	if owner, err := b.Forward(ctx, "wacid.m", "twilio_rest", nil); owner != "a" || !errors.Is(err, ErrOwnerUnreachable) {
 		t.Fatalf("Forward() to a node not subscribed = %q, %v; want a, ErrOwnerUnreachable", owner, err)
 	}
 	a.Start()
@@ -305,7 +305,7 @@ func TestRedisRestart(t *testing.T) {
 	if holder, err := a.Claim(ctx, Call{ID: "wacid.during", PhoneNumberID: "p"}); !errors.Is(err, ErrUnavailable) || holder != "a" {
 		t.Fatalf("Claim() with Redis down = %q, %v; want a, ErrUnavailable", holder, err)
 	}
-	if _, err := b.Forward(ctx, "wacid.before", "meta_terminate"); !errors.Is(err, ErrUnavailable) {
+	if _, err := b.Forward(ctx, "wacid.before", "meta_terminate", nil); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Forward() with Redis down = %v; want ErrUnavailable", err)
 	}
 	if _, err := b.List(ctx); !errors.Is(err, ErrUnavailable) {
@@ -331,7 +331,7 @@ func TestRedisRestart(t *testing.T) {
 	// The subscriber reconnects on its own; retry until it has.
 	deadline = time.Now().Add(5 * testTTL)
 	for {
-		_, err := b.Forward(ctx, "wacid.during", "api")
+		_, err := b.Forward(ctx, "wacid.during", "api", nil)
 		if err == nil {
 			break
 		}
@@ -364,7 +364,7 @@ func TestPassword(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n, err := New(Config{Addr: s.Addr(), Password: tt.password, NodeID: "a",
-				OnHangup: func(string, string) {}, OnOrphan: func(Call) {}})
+				OnHangup: func(string, string, []byte) {}, OnOrphan: func(Call) {}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -397,7 +397,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	s.Restart()
 	deadline := time.Now().Add(5 * testTTL)
 	for {
-		_, err := b.Forward(ctx, "wacid.early", "api")
+		_, err := b.Forward(ctx, "wacid.early", "api", nil)
 		if err == nil {
 			break
 		}
@@ -428,5 +428,50 @@ func TestRestartedNodeSweepsItsPredecessor(t *testing.T) {
 		}
 	case <-time.After(3 * testTTL):
 		t.Fatal("the previous run's call was never swept")
+	}
+}
+
+// A hang-up's payload reaches the owner by the channel and by the marker.
+func TestForwardCarriesPayload(t *testing.T) {
+	s := startRedis(t)
+	got := make(chan string, 4)
+	a, err := New(Config{Addr: s.Addr(), NodeID: "a", ClaimTTL: testTTL,
+		OnHangup: func(id, reason string, payload []byte) { got <- id + " " + reason + " " + string(payload) },
+		OnOrphan: func(Call) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, _ := newNode(t, s, "b", testTTL, make(chan orphan, 1))
+	ctx := context.Background()
+	for _, id := range []string{"wacid.marker", "wacid.channel"} {
+		if _, err := a.Claim(ctx, Call{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Before a listens: the marker carries it.
+	_, _ = b.Forward(ctx, "wacid.marker", "meta_terminate", []byte(`{"status":"COMPLETED"}`))
+	a.Start()
+	waitSubscribed(t, b, a)
+	if _, err := b.Forward(ctx, "wacid.channel", "meta_terminate", []byte(`{"status":"FAILED"}`)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{
+		`wacid.marker meta_terminate {"status":"COMPLETED"}`: true,
+		`wacid.channel meta_terminate {"status":"FAILED"}`:   true,
+	}
+	for len(want) > 0 {
+		select {
+		case g := <-got:
+			if g == probeCall+" probe " {
+				continue
+			}
+			if !want[g] {
+				t.Fatalf("OnHangup(%s); want one of %v", g, want)
+			}
+			delete(want, g)
+		case <-time.After(3 * testTTL):
+			t.Fatalf("hang-ups %v never arrived", want)
+		}
 	}
 }

@@ -38,7 +38,7 @@ func newNode(t *testing.T, s *redistest.Server, id string, ttl time.Duration, or
 		NodeAddr: "127.0.0.1:" + fmt.Sprint(1000+len(id)),
 		ClaimTTL: ttl,
 		Timeout:  300 * time.Millisecond,
-		OnHangup: func(callID, reason string) { rec.hangups <- [2]string{callID, reason} },
+		OnHangup: func(callID, reason string, _ []byte) { rec.hangups <- [2]string{callID, reason} },
 		OnOrphan: func(c Call) { rec.orphans <- orphan{by: id, call: c} },
 		OnEvent:  func(_ string, ev Event) { rec.events <- ev },
 	})

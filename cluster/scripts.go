@@ -22,7 +22,7 @@ return {0, redis.call('GET', KEYS[1])}
 // refreshScript extends the leases of a node's calls and reports, per call,
 // what it found: 0 refreshed, 1 recorded again (the lease was gone, after a
 // Redis outage or restart), 2 held by another node, 3 swept by a peer. The
-// second item of each reply is a pending hang-up reason, or "", and the
+// second item of each reply is a pending hang-up message, or "", and the
 // third the events queued for the call, which it takes off the queue.
 //
 // KEYS: calls, then per call seen, lease, hangup, swept, events. ARGV:
@@ -79,8 +79,9 @@ return 1
 // is marked seen, so that a connect arriving after its terminate does
 // nothing.
 //
-// KEYS: lease, seen, hangup. ARGV: reason, marker ms, dedupe ms, channel
-// prefix, message, sender node. Returns {owner or "", receivers}.
+// KEYS: lease, seen, hangup. ARGV: marker (the message), marker ms, dedupe
+// ms, channel prefix, message, sender node. Returns {owner or "",
+// receivers}.
 var forwardScript = redis.NewScript(`
 local owner = redis.call('GET', KEYS[1])
 if not owner then
