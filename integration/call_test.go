@@ -152,10 +152,17 @@ func pcmSamples(b []byte) []int16 {
 
 // callerAudio decodes the Opus the caller receives, at 48 kHz.
 type callerAudio struct {
-	mu  sync.Mutex
-	dec *gopus.Decoder
-	pcm []int16
-	buf []int16
+	mu      sync.Mutex
+	dec     *gopus.Decoder
+	pcm     []int16
+	buf     []int16
+	packets []timedPacket // when each packet arrived, and where its audio is in pcm
+}
+
+// timedPacket is one packet the caller decoded: pcm[off:off+n], arrived at.
+type timedPacket struct {
+	at     time.Time
+	off, n int
 }
 
 func newCallerAudio(t *testing.T) *callerAudio {
@@ -171,8 +178,16 @@ func (a *callerAudio) onAudio(pkt *rtp.Packet) {
 	defer a.mu.Unlock()
 	n, err := a.dec.DecodeInt16(pkt.Payload, a.buf)
 	if err == nil {
+		a.packets = append(a.packets, timedPacket{at: time.Now(), off: len(a.pcm), n: n})
 		a.pcm = append(a.pcm, a.buf[:n]...)
 	}
+}
+
+// timed returns a copy of the audio and of the packets' arrival times.
+func (a *callerAudio) timed() ([]int16, []timedPacket) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int16(nil), a.pcm...), append([]timedPacket(nil), a.packets...)
 }
 
 func (a *callerAudio) samples() []int16 {

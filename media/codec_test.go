@@ -1,7 +1,6 @@
 package media
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -131,9 +130,8 @@ func TestEncoderHonoursOffer(t *testing.T) {
 			out := newOutbound(enc, p, silenceFrame(cfg.bandwidth()))
 			// 4 s of speech, a pause, 2 s more: silence frames and the
 			// encoder's hangover are in the stream too.
-			ctx := context.Background()
 			push := func(pcm []int16) {
-				if err := p.Push(ctx, pcm); err != nil {
+				if err := p.Push(pcm); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -1,6 +1,10 @@
 package media
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
+)
 
 // Sentinel errors returned (wrapped) by this package. Match them with errors.Is.
 var (
@@ -13,7 +17,14 @@ var (
 	ErrBotUnavailable = errors.New("bot unavailable")
 
 	// ErrBotHangup means the bot ended the call by closing its WebSocket.
-	ErrBotHangup = errors.New("bot hung up")
+	// It is bot.ErrBotHangup, so the reason reads "bot hung up: <close
+	// status>" once, not twice.
+	ErrBotHangup = bot.ErrBotHangup
+
+	// ErrPlayoutOverflow means the bot queued more audio ahead of the caller
+	// than the playout limit (DefaultPlayoutLimit, SessionConfig.PlayoutLimit).
+	// The Session ends the call with ErrBotFailed wrapping it.
+	ErrPlayoutOverflow = errors.New("bot audio queue over its limit")
 
 	// ErrBotFailed means reading from or writing to the bot failed (for
 	// example a write timed out because the bot stopped reading).

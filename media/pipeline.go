@@ -22,7 +22,7 @@ const (
 	// not filled.
 	maxConceal48 = RTPClockRate // 1 s
 	// maxSeqJump is the largest sequence number jump counted as loss (20 s
-	// of packets); a larger one is a restarted stream.
+	// of packets); a larger one is a restarted stream (see reorder).
 	maxSeqJump = 1000
 )
 
@@ -82,13 +82,15 @@ func (o *outbound) next(due []bot.Mark) ([]byte, []bot.Mark) {
 	return o.buf[:n], due
 }
 
-// audioWriter is where caller audio goes: a *bot.Conn.
+// audioWriter is where decoded caller audio goes, one 20 ms frame at a
+// time with its media time (ms since the caller's stream started, from the
+// RTP timestamps): the callerPath's frame queue.
 type audioWriter interface {
-	WriteAudio(ctx context.Context, pcm []int16) error
+	WriteAudioAt(ctx context.Context, pcm []int16, ms int64) error
 }
 
 // inbound decodes the caller's Opus straight to the bot's rate, conceals
-// losses, and writes 20 ms frames to the bot.
+// losses, and writes 20 ms frames with their media time.
 type inbound struct {
 	dec   Decoder
 	w     audioWriter
@@ -97,10 +99,10 @@ type inbound struct {
 	acc   []int16 // decoded audio not yet written; len < frame between calls
 	dtmf  DTMFDecoder
 
-	seqStarted bool
-	lastSeq    uint16
-	tsStarted  bool
-	nextTS     uint32 // RTP timestamp at which the next Opus packet should start
+	tsStarted bool
+	nextTS    uint32 // RTP timestamp at which the next Opus packet should start
+	baseTS    uint32 // RTP timestamp of the stream's first sample
+	accTS     uint32 // RTP timestamp of acc[0]
 }
 
 func newInbound(dec Decoder, rate int, w audioWriter) *inbound {
@@ -114,27 +116,6 @@ func newInbound(dec Decoder, rate int, w audioWriter) *inbound {
 	}
 }
 
-// sequence checks the sequence number of any packet from the caller (Opus
-// and telephone-event share one sequence). It returns how many packets went
-// missing just before this one, and false for a duplicate or a packet that
-// arrived after a later one (too late to use: its time was concealed).
-func (in *inbound) sequence(seq uint16) (lost int, ok bool) {
-	if !in.seqStarted {
-		in.seqStarted = true
-		in.lastSeq = seq
-		return 0, true
-	}
-	d := int16(seq - in.lastSeq - 1)
-	if d < 0 {
-		return 0, false
-	}
-	in.lastSeq = seq
-	if int(d) > maxSeqJump {
-		return 0, true // the sender restarted its sequence: not loss
-	}
-	return int(d), true
-}
-
 // opus handles one Opus RTP packet; lost says that packets went missing just
 // before it. It returns an error only when writing to the bot failed.
 func (in *inbound) opus(ctx context.Context, pkt *rtp.Packet, lost bool) error {
@@ -142,12 +123,17 @@ func (in *inbound) opus(ctx context.Context, pkt *rtp.Packet, lost bool) error {
 	if len(payload) == 0 {
 		return nil
 	}
-	if in.tsStarted {
-		if gap := int32(pkt.Timestamp - in.nextTS); gap > 0 && gap <= maxConceal48 {
-			if err := in.conceal(ctx, payload, int(gap), lost); err != nil {
-				return err
-			}
+	if !in.tsStarted {
+		in.baseTS, in.accTS = pkt.Timestamp, pkt.Timestamp
+	} else if gap := int32(pkt.Timestamp - in.nextTS); gap > 0 && gap <= maxConceal48 {
+		if err := in.conceal(ctx, payload, int(gap), lost); err != nil {
+			return err
 		}
+	} else if gap > maxConceal48 {
+		// A pause of over a second is not filled: the media time the bot
+		// sees jumps with it. (A jump back, an overlap or a restarted
+		// stream, keeps the media time going forward.)
+		in.accTS += uint32(gap)
 	}
 	n, err := in.dec.Decode(payload, in.acc[len(in.acc):cap(in.acc)])
 	if err != nil {
@@ -202,11 +188,13 @@ func (in *inbound) conceal(ctx context.Context, payload []byte, gap48 int, lost 
 func (in *inbound) flush(ctx context.Context) error {
 	off := 0
 	for len(in.acc)-off >= in.frame {
-		if err := in.w.WriteAudio(ctx, in.acc[off:off+in.frame]); err != nil {
+		ms := int64(in.accTS-in.baseTS) * 1000 / RTPClockRate
+		if err := in.w.WriteAudioAt(ctx, in.acc[off:off+in.frame], ms); err != nil {
 			in.acc = in.acc[:0]
 			return err
 		}
 		off += in.frame
+		in.accTS += uint32(in.frame * RTPClockRate / in.rate)
 	}
 	if off > 0 {
 		k := copy(in.acc, in.acc[off:])

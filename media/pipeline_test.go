@@ -25,9 +25,31 @@ type frameSink struct {
 	all    []int16
 	keep   bool
 	err    error
+	ms     []int64 // media time of each frame
 }
 
-func (f *frameSink) WriteAudio(_ context.Context, pcm []int16) error {
+// seqGate is the in-order case of the reorder buffer, for feeding inbound
+// directly: it reports the packets missing before seq, and false for a
+// duplicate or older packet.
+type seqGate struct {
+	started bool
+	last    uint16
+}
+
+func (g *seqGate) check(seq uint16) (int, bool) {
+	if !g.started {
+		g.started, g.last = true, seq
+		return 0, true
+	}
+	d := int16(seq - g.last - 1)
+	if d < 0 {
+		return 0, false
+	}
+	g.last = seq
+	return int(d), true
+}
+
+func (f *frameSink) WriteAudioAt(_ context.Context, pcm []int16, ms int64) error {
 	if f.err != nil {
 		return f.err
 	}
@@ -35,6 +57,7 @@ func (f *frameSink) WriteAudio(_ context.Context, pcm []int16) error {
 	f.last = append(f.last[:0], pcm...)
 	if f.keep {
 		f.all = append(f.all, pcm...)
+		f.ms = append(f.ms, ms)
 	}
 	return nil
 }
@@ -96,8 +119,9 @@ func TestInbound(t *testing.T) {
 			sink := &frameSink{keep: true}
 			in := newInbound(dec, rate, sink)
 			lost := 0
+			var gate seqGate
 			feed := func(p *rtp.Packet) {
-				l, ok := in.sequence(p.SequenceNumber)
+				l, ok := gate.check(p.SequenceNumber)
 				if !ok {
 					return
 				}
@@ -139,9 +163,10 @@ func TestInboundDTXGapFilled(t *testing.T) {
 	pkts := callerPackets(t, tone(callerRate, callerRate, 0, 440, 8000), 20)
 	// A sender in DTX skips 400 ms of packets without a sequence gap.
 	feed := append(pkts[:10:10], pkts[30:]...)
+	var gate seqGate
 	for i := range feed {
 		feed[i].SequenceNumber = uint16(100 + i)
-		lost, _ := in.sequence(feed[i].SequenceNumber)
+		lost, _ := gate.check(feed[i].SequenceNumber)
 		if err := in.opus(context.Background(), &feed[i], lost > 0); err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +208,7 @@ func TestOutbound(t *testing.T) {
 	}
 	// Speech is encoded; after it, encoded silence for the hangover, then
 	// the silence frame again.
-	if err := p.Push(context.Background(), tone(rate, rate/2, 0, 1000, 8000)); err != nil {
+	if err := p.Push(tone(rate, rate/2, 0, 1000, 8000)); err != nil {
 		t.Fatal(err)
 	}
 	start := len(got)
@@ -217,12 +242,13 @@ func TestPipelineAllocs(t *testing.T) {
 	}
 	in := newInbound(dec, rate, &frameSink{last: make([]int16, 0, rate/50)})
 	pkts := callerPackets(t, speechLike(callerRate, callerRate, 0), 20)
+	var gate seqGate
 	i := 0
 	inAllocs := testing.AllocsPerRun(200, func() {
 		p := &pkts[i%len(pkts)]
 		p.SequenceNumber, p.Timestamp = uint16(i), uint32(i*callerFrame)
 		i++
-		lost, _ := in.sequence(p.SequenceNumber)
+		lost, _ := gate.check(p.SequenceNumber)
 		if err := in.opus(context.Background(), p, lost > 0); err != nil {
 			t.Fatal(err)
 		}
@@ -239,7 +265,7 @@ func TestPipelineAllocs(t *testing.T) {
 	src := speechLike(rate, rate/50, 0)
 	due := make([]bot.Mark, 0, 4)
 	outAllocs := testing.AllocsPerRun(200, func() {
-		if err := p.Push(context.Background(), src); err != nil {
+		if err := p.Push(src); err != nil {
 			t.Fatal(err)
 		}
 		out.next(due[:0])
@@ -353,8 +379,8 @@ func pipeBot(tb testing.TB, protocol bot.Protocol, rate int) *bot.Conn {
 	return conn
 }
 
-// BenchmarkInbound is the caller-to-bot pipeline per 20 ms packet: sequence
-// check, Opus decode straight to the bot rate, the dialect's encoding
+// BenchmarkInbound is the caller-to-bot pipeline per 20 ms packet: Opus
+// decode straight to the bot rate, the dialect's encoding
 // (mu-law + base64 + JSON, or L16) and WebSocket framing into an in-memory
 // pipe (the discarding bot's reads are included).
 func BenchmarkInbound(b *testing.B) {
@@ -376,8 +402,7 @@ func BenchmarkInbound(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				p := &pkts[i%len(pkts)]
 				p.SequenceNumber, p.Timestamp = uint16(i), uint32(i*callerFrame)
-				lost, _ := in.sequence(p.SequenceNumber)
-				if err := in.opus(ctx, p, lost > 0); err != nil {
+				if err := in.opus(ctx, p, false); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -408,12 +433,11 @@ func BenchmarkOutbound(b *testing.B) {
 			out := newOutbound(enc, p, SilenceFrame(rate))
 			src := speechLike(rate, 50*frame, 0)
 			due := make([]bot.Mark, 0, 4)
-			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				off := (i % 50) * frame
-				if err := p.Push(ctx, src[off:off+frame]); err != nil {
+				if err := p.Push(src[off : off+frame]); err != nil {
 					b.Fatal(err)
 				}
 				if payload, _ := out.next(due[:0]); len(payload) <= len(out.silence) {
@@ -456,12 +480,11 @@ func BenchmarkBridge(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				pk := &pkts[i%len(pkts)]
 				pk.SequenceNumber, pk.Timestamp = uint16(i), uint32(i*callerFrame)
-				lost, _ := in.sequence(pk.SequenceNumber)
-				if err := in.opus(ctx, pk, lost > 0); err != nil {
+				if err := in.opus(ctx, pk, false); err != nil {
 					b.Fatal(err)
 				}
 				off := (i % 50) * frame
-				if err := p.Push(ctx, src[off:off+frame]); err != nil {
+				if err := p.Push(src[off : off+frame]); err != nil {
 					b.Fatal(err)
 				}
 				if payload, _ := out.next(due[:0]); len(payload) <= len(out.silence) {

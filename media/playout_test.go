@@ -1,11 +1,9 @@
 package media
 
 import (
-	"context"
 	"errors"
 	"reflect"
 	"testing"
-	"time"
 )
 
 const testFrame = 160 // 20 ms at 8 kHz
@@ -131,11 +129,10 @@ func TestPlayout(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := NewPlayout[string](testFrame, 8000)
 			frame := make([]int16, testFrame)
-			ctx := context.Background()
 			for i, op := range tt.ops {
 				switch {
 				case op.push != nil:
-					if err := p.Push(ctx, op.push); err != nil {
+					if err := p.Push(op.push); err != nil {
 						t.Fatalf("op %d: Push error %v", i, err)
 					}
 				case op.mark != "":
@@ -168,66 +165,63 @@ func TestPlayout(t *testing.T) {
 	}
 }
 
-func TestPlayoutBackpressure(t *testing.T) {
-	p := NewPlayout[string](testFrame, 2*testFrame)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.Push(ctx, ramp(0, 2*testFrame)); err != nil {
-		t.Fatal(err)
+// TestPlayoutLimit checks the memory bound: the queue grows as needed up to
+// its limit, keeps every sample in order across the growth, refuses (and
+// keeps nothing of) a push that would pass the limit, and shrinks back once
+// empty.
+func TestPlayoutLimit(t *testing.T) {
+	const limit = 20 * playoutInitial * testFrame // 40 s at 8 kHz
+	p := NewPlayout[string](testFrame, limit)
+	if got := p.Limit(); got != limit {
+		t.Fatalf("Limit() = %d; want %d", got, limit)
 	}
-	if got := p.Buffered(); got != 2*testFrame {
-		t.Fatalf("Buffered() = %d; want %d", got, 2*testFrame)
+	if got := len(p.buf); got != playoutInitial*testFrame {
+		t.Fatalf("initial ring = %d samples; want %d (2 s), memory is taken as needed", got, playoutInitial*testFrame)
 	}
-
-	// A full buffer blocks Push until Pop makes room; nothing is dropped.
-	pushed := make(chan error, 1)
-	go func() { pushed <- p.Push(ctx, ramp(2*testFrame, testFrame+10)) }()
 	frame := make([]int16, testFrame)
-	var got []int16
-	for len(got) < 3*testFrame+10 {
-		select {
-		case err := <-pushed:
-			if err != nil {
-				t.Fatalf("Push error %v", err)
-			}
-			pushed = nil
-		case <-ctx.Done():
-			t.Fatal("timed out")
-		default:
-		}
-		if ok, _ := p.Pop(frame, nil); ok {
-			got = append(got, frame...)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if !reflect.DeepEqual(got[:3*testFrame+10], ramp(0, 3*testFrame+10)) {
-		t.Error("audio through a full buffer is not the audio pushed, in order")
-	}
-
-	// A blocked Push returns when its context ends.
-	if err := p.Push(ctx, ramp(0, 2*testFrame)); err != nil {
+	// Pop a few frames first so that the ring wraps before it grows.
+	if err := p.Push(ramp(0, 3*testFrame)); err != nil {
 		t.Fatal(err)
 	}
-	short, cancelShort := context.WithCancel(ctx)
-	canceled := make(chan error, 1)
-	go func() { canceled <- p.Push(short, ramp(0, 10)) }()
-	cancelShort()
-	if err := <-canceled; !errors.Is(err, context.Canceled) {
-		t.Errorf("Push after cancel = %v; want context.Canceled", err)
+	var got []int16
+	for range 2 {
+		p.Pop(frame, nil)
+		got = append(got, frame...)
 	}
-
-	// Clear unblocks a blocked Push.
-	unblocked := make(chan error, 1)
-	go func() { unblocked <- p.Push(ctx, ramp(0, testFrame)) }()
-	time.Sleep(10 * time.Millisecond)
-	p.Clear()
-	select {
-	case err := <-unblocked:
-		if err != nil {
-			t.Errorf("Push after Clear = %v; want nil", err)
+	const chunk = 7919 // a prime, so chunks straddle the ring's end
+	pushed := 3 * testFrame
+	for pushed+chunk <= limit+2*testFrame {
+		if err := p.Push(ramp(pushed, chunk)); err != nil {
+			t.Fatalf("Push at %d queued samples: %v", p.Buffered(), err)
 		}
-	case <-ctx.Done():
-		t.Fatal("Push still blocked after Clear")
+		pushed += chunk
+	}
+	before := p.Buffered()
+	p.PushMark("after-limit")
+	err := p.Push(ramp(pushed, chunk))
+	if !errors.Is(err, ErrPlayoutOverflow) {
+		t.Fatalf("Push past the limit = %v; want ErrPlayoutOverflow", err)
+	}
+	if p.Buffered() != before {
+		t.Errorf("a refused Push queued %d samples; want none", p.Buffered()-before)
+	}
+	for p.Buffered() > 0 {
+		ok, due := p.Pop(frame, nil)
+		if !ok {
+			continue
+		}
+		got = append(got, frame...)
+		if len(due) > 0 && p.Buffered() > 0 {
+			t.Errorf("mark due with %d samples still queued", p.Buffered())
+		}
+	}
+	for i := 0; i < pushed; i++ {
+		if got[i] != int16(i) {
+			t.Fatalf("sample %d = %d; want %d: audio lost or reordered across growth", i, got[i], int16(i))
+		}
+	}
+	if got := len(p.buf); got != playoutInitial*testFrame {
+		t.Errorf("ring after draining = %d samples; want it back to %d", got, playoutInitial*testFrame)
 	}
 }
 
@@ -236,9 +230,8 @@ func TestPlayoutAllocs(t *testing.T) {
 	in := ramp(0, 237)
 	frame := make([]int16, testFrame)
 	due := make([]string, 0, 4)
-	ctx := context.Background()
 	allocs := testing.AllocsPerRun(1000, func() {
-		if err := p.Push(ctx, in); err != nil {
+		if err := p.Push(in); err != nil {
 			t.Fatal(err)
 		}
 		for p.Buffered() >= testFrame {
@@ -247,5 +240,71 @@ func TestPlayoutAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("Push+Pop allocations = %v; want 0", allocs)
+	}
+}
+
+// TestPlayoutStartLead: with a lead of two frames, an utterance that starts
+// with one frame queued waits until the second arrives (or two ticks), one
+// that starts with two plays at once, and a resumption after an underrun
+// does not wait.
+func TestPlayoutStartLead(t *testing.T) {
+	frame := make([]int16, testFrame)
+	p := NewPlayout[string](testFrame, 100*testFrame)
+	p.SetStartLead(2)
+
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One frame queued: held for the second, which arrives a tick later.
+	must(p.Push(ramp(0, testFrame)))
+	if ok, _ := p.Pop(frame, nil); ok {
+		t.Fatal("utterance started with one of two lead frames queued")
+	}
+	must(p.Push(ramp(testFrame, testFrame)))
+	if ok, _ := p.Pop(frame, nil); !ok || frame[0] != 0 {
+		t.Fatalf("Pop with the lead queued = %v, first sample %d; want the first frame", ok, frame[0])
+	}
+	// Played one of two: the other plays, then the queue runs dry for one
+	// tick (an underrun); the resumption plays at once, without a lead.
+	if ok, _ := p.Pop(frame, nil); !ok {
+		t.Fatal("second frame not played")
+	}
+	if ok, _ := p.Pop(frame, nil); ok {
+		t.Fatal("audio from an empty queue")
+	}
+	must(p.Push(ramp(0, testFrame)))
+	if ok, _ := p.Pop(frame, nil); !ok {
+		t.Error("resumption after an underrun waited for a lead")
+	}
+	if got := p.Underruns(); got != 1 {
+		t.Errorf("Underruns() = %d; want 1", got)
+	}
+	// After a pause (silence past the underrun window), a lone frame
+	// waits at most two ticks, then plays.
+	for range underrunWindow + 1 {
+		p.Pop(frame, nil)
+	}
+	must(p.Push(ramp(0, testFrame)))
+	waited := 0
+	for ok := false; !ok; waited++ {
+		ok, _ = p.Pop(frame, nil)
+		if waited > 3 {
+			t.Fatal("a lone frame never played")
+		}
+	}
+	if waited != 3 {
+		t.Errorf("a lone frame played on tick %d; want 3 (two ticks of lead first)", waited)
+	}
+	// A lone frame followed by a mark (a whole short utterance) plays at once.
+	for range underrunWindow + 1 {
+		p.Pop(frame, nil)
+	}
+	must(p.Push(ramp(0, testFrame/2)))
+	p.PushMark("end")
+	if ok, due := p.Pop(frame, nil); !ok || len(due) != 1 {
+		t.Errorf("short utterance with its mark = %v, %v; want played at once with the mark due", ok, due)
 	}
 }

@@ -4,27 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
-)
-
-const (
-	// rtpFrameTicks is one 20 ms frame on the 48 kHz RTP clock.
-	rtpFrameTicks = RTPClockRate / 1000 * frameMs
-	// botErrorWait is how long a failed write to the bot waits for the bot
-	// reader to report a hang-up before it ends the call as a bot failure.
-	botErrorWait = 200 * time.Millisecond
 )
 
 // SessionConfig configures one call's Session.
@@ -40,6 +28,11 @@ type SessionConfig struct {
 	Logger *zap.Logger
 	// Hooks are optional callbacks for metrics.
 	Hooks Hooks
+	// PlayoutLimit is the most bot audio queued for the caller, in bytes
+	// of 16-bit PCM at the bot's rate. A bot that queues more ends the call
+	// with ErrBotFailed wrapping ErrPlayoutOverflow. Zero means
+	// DefaultPlayoutLimit.
+	PlayoutLimit int
 	// HoldPlayout keeps the bot's audio from the caller until StartPlayout:
 	// the caller hears silence meanwhile, and the bot's audio and marks
 	// wait in the playout buffer. Default: the bot is heard at once.
@@ -70,6 +63,9 @@ type Stats struct {
 	Underruns uint64
 	// BufferedMs is the bot audio queued for the caller, in milliseconds.
 	BufferedMs int
+	// LateFrames counts 20 ms send slots skipped because the send loop ran
+	// more than 100 ms late (a stalled scheduler); the caller saw a gap.
+	LateFrames uint64
 	// DTMFCount counts key presses forwarded to the bot.
 	DTMFCount uint64
 	// Duration is the time since media connected (until the session ended),
@@ -104,12 +100,17 @@ type Session struct {
 	botDial time.Duration // how long bot.Dial took; set before NewSession returns
 	answer  string
 
+	playoutLimit int // bytes; see SessionConfig.PlayoutLimit
+
 	rate    int // bot sample rate
 	frame   int // samples per 20 ms at rate
 	playout *Playout[bot.Mark]
 	out     *outbound
-	in      *inbound
-	gate    playoutGate
+	// caller is the caller-to-bot path; callerMu guards it (the RTP
+	// reader pushes packets, deliverLoop ticks).
+	callerMu sync.Mutex
+	caller   *callerPath
+	gate     playoutGate
 
 	ready     chan struct{} // closed once NewSession has finished building s
 	stateCh   chan struct{} // size 1: a PeerConnection state change is pending; coalesced
@@ -129,12 +130,12 @@ type Session struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	botWriteErr atomic.Pointer[error] // the first failed write to the bot
-
 	packetsIn   atomic.Uint64
 	packetsOut  atomic.Uint64
 	packetsLost atomic.Uint64
 	dtmfCount   atomic.Uint64
+	lateFrames  atomic.Uint64
+	botGone     atomic.Bool // the bot hung up; its queued audio is being played
 }
 
 // NewSession answers cfg.Offer and dials the bot, in parallel. It returns once
@@ -158,17 +159,21 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		cfg.Bot.Logger = logger.Named("bot")
 	}
 
+	if cfg.PlayoutLimit <= 0 {
+		cfg.PlayoutLimit = DefaultPlayoutLimit
+	}
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &Session{
-		engine:    e,
-		logger:    logger,
-		hooks:     cfg.Hooks,
-		ctx:       sctx,
-		cancel:    cancel,
-		ready:     make(chan struct{}),
-		stateCh:   make(chan struct{}, 1),
-		connected: make(chan struct{}),
-		done:      make(chan struct{}),
+		engine:       e,
+		logger:       logger,
+		hooks:        cfg.Hooks,
+		playoutLimit: cfg.PlayoutLimit,
+		ctx:          sctx,
+		cancel:       cancel,
+		ready:        make(chan struct{}),
+		stateCh:      make(chan struct{}, 1),
+		connected:    make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	s.gate.init(cfg.HoldPlayout)
 
@@ -213,10 +218,11 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	}
 	s.answer = answer
 
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.watch()
 	go s.readBot()
 	go s.drainRTCP()
+	go s.deliverLoop()
 	close(s.ready)
 	if err := e.register(s); err != nil {
 		_ = s.Close()
@@ -224,59 +230,6 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 	}
 	logger.Debug("media session ready", zap.Int("bot_sample_rate", s.rate))
 	return s, nil
-}
-
-// setupPeer builds the PeerConnection, applies the offer and returns the
-// complete answer.
-func (s *Session) setupPeer(ctx context.Context, offer string) (string, error) {
-	pc, err := s.engine.api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:    s.engine.iceServers,
-		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
-		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
-	})
-	if err != nil {
-		return "", fmt.Errorf("new peer connection: %w", err)
-	}
-	s.pc = pc
-	pc.OnConnectionStateChange(s.onState)
-	pc.OnTrack(s.onTrack)
-
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return "", fmt.Errorf("%w: set remote description: %w", ErrBadOffer, err)
-	}
-	s.track, err = webrtc.NewTrackLocalStaticRTP(opusCodec, opusTrackID, opusStreamID)
-	if err != nil {
-		return "", fmt.Errorf("new opus track: %w", err)
-	}
-	s.sender, err = pc.AddTrack(s.track)
-	if err != nil {
-		return "", fmt.Errorf("%w: add opus track: %w", ErrBadOffer, err)
-	}
-	answer, err := pc.CreateAnswer(nil)
-	if err != nil {
-		return "", fmt.Errorf("%w: create answer: %w", ErrBadOffer, err)
-	}
-	if !sdpHasOpus(answer.SDP) {
-		return "", fmt.Errorf("%w: no opus audio in common", ErrBadOffer)
-	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(answer); err != nil {
-		return "", fmt.Errorf("set local description: %w", err)
-	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		return "", fmt.Errorf("gather ice candidates: %w", ctx.Err())
-	}
-	local := pc.LocalDescription()
-	if local == nil {
-		return "", errors.New("no local description after gathering")
-	}
-	sdp, err := onlySHA256Fingerprints(local.SDP)
-	if err != nil {
-		return "", err
-	}
-	return sdp, nil
 }
 
 // setupAudio builds the codecs and buffers at the bot's sample rate, with
@@ -314,9 +267,10 @@ func (s *Session) setupAudio(offer, answer string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrBadOffer, err)
 	}
-	s.playout = NewPlayout[bot.Mark](s.frame, int(int64(s.rate)*int64(PlayoutCapacity)/int64(time.Second)))
+	s.playout = NewPlayout[bot.Mark](s.frame, s.playoutLimit/2)
+	s.playout.SetStartLead(StartLead)
 	s.out = newOutbound(enc, s.playout, silenceFrame(bw))
-	s.in = newInbound(dec, s.rate, s.bot)
+	s.caller = newCallerPath(dec, s.rate, s.bot, s.forwardDTMF)
 	if ce := s.logger.Check(zapcore.DebugLevel, "opus encoder"); ce != nil {
 		ce.Write(zap.Int("bitrate", ecfg.bitrate()), zap.Int("max_bandwidth_hz", bandwidthRate(bw)/2))
 	}
@@ -411,6 +365,7 @@ func (s *Session) Stats() Stats {
 		Underruns:   s.playout.Underruns(),
 		BufferedMs:  s.playout.Buffered() * 1000 / s.rate,
 		DTMFCount:   s.dtmfCount.Load(),
+		LateFrames:  s.lateFrames.Load(),
 		Duration:    d,
 		BotDial:     s.botDial,
 	}
@@ -430,310 +385,4 @@ func (s *Session) end(err error) {
 			s.logger.Debug("media session ended", zap.Error(err))
 		}
 	})
-}
-
-// onState is pion's connection state callback: it only records the state and
-// wakes the watcher.
-func (s *Session) onState(st webrtc.PeerConnectionState) {
-	s.pcState.Store(int32(st))
-	select {
-	case s.stateCh <- struct{}{}:
-	default:
-	}
-}
-
-// watch follows the PeerConnection state: it starts the send loop when media
-// connects and ends the session when media fails, closes, or stays
-// disconnected longer than the grace period.
-func (s *Session) watch() {
-	defer s.wg.Done()
-	var grace *time.Timer
-	var graceC <-chan time.Time
-	defer func() {
-		if grace != nil {
-			grace.Stop()
-		}
-	}()
-	started := false
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-graceC:
-			s.end(fmt.Errorf("%w: disconnected for more than %s", ErrMediaFailed, s.engine.grace))
-			return
-		case <-s.stateCh:
-		}
-		st := webrtc.PeerConnectionState(s.pcState.Load())
-		if ce := s.logger.Check(zapcore.DebugLevel, "peer connection state"); ce != nil {
-			ce.Write(zap.Stringer("state", st))
-		}
-		switch st {
-		case webrtc.PeerConnectionStateConnected:
-			if grace != nil {
-				grace.Stop()
-				grace, graceC = nil, nil
-			}
-			if !started {
-				started = true
-				s.mu.Lock()
-				s.connAt = time.Now()
-				s.mu.Unlock()
-				close(s.connected)
-				s.wg.Add(1)
-				go s.sendLoop()
-			}
-		case webrtc.PeerConnectionStateDisconnected:
-			if grace == nil {
-				grace = time.NewTimer(s.engine.grace)
-				graceC = grace.C
-			}
-		case webrtc.PeerConnectionStateFailed:
-			s.end(fmt.Errorf("%w: ice or dtls failed", ErrMediaFailed))
-			return
-		case webrtc.PeerConnectionStateClosed:
-			s.end(fmt.Errorf("%w: peer connection closed", ErrMediaFailed))
-			return
-		}
-	}
-}
-
-// drainRTCP reads the sender's RTCP so that pion's interceptors see the
-// caller's receiver reports; it ends when the PeerConnection closes.
-func (s *Session) drainRTCP() {
-	defer s.wg.Done()
-	buf := make([]byte, maxRTPPacket)
-	for {
-		if _, _, err := s.sender.Read(buf); err != nil {
-			return
-		}
-	}
-}
-
-// readBot moves the bot's audio, marks and clears into the playout buffer.
-// A full buffer blocks it, which stops reading the WebSocket (backpressure).
-func (s *Session) readBot() {
-	defer s.wg.Done()
-	for {
-		ev, err := s.bot.ReadEvent(s.ctx)
-		if err != nil {
-			if s.ctx.Err() != nil || errors.Is(err, bot.ErrClosed) {
-				return
-			}
-			if w := s.botWriteErr.Load(); w != nil && isTimeout(*w) {
-				s.end(fmt.Errorf("%w: %w", ErrBotFailed, *w))
-				return
-			}
-			if errors.Is(err, bot.ErrBotHangup) {
-				s.end(fmt.Errorf("%w: %w", ErrBotHangup, err))
-				return
-			}
-			s.end(fmt.Errorf("%w: %w", ErrBotFailed, err))
-			return
-		}
-		switch ev.Kind {
-		case bot.EventAudio:
-			if err := s.playout.Push(s.ctx, ev.Audio); err != nil {
-				return
-			}
-		case bot.EventMark:
-			s.playout.PushMark(ev.Mark)
-		case bot.EventClear:
-			pending := s.playout.Clear()
-			if err := s.bot.WriteCleared(s.ctx, pending); err != nil {
-				s.recordBotWriteError(err)
-				// The next ReadEvent reports the broken connection.
-			}
-		}
-	}
-}
-
-// sendLoop sends one Opus packet to the caller every 20 ms and echoes marks
-// whose audio has been sent.
-func (s *Session) sendLoop() {
-	defer s.wg.Done()
-	ticker := time.NewTicker(FrameDuration)
-	defer ticker.Stop()
-	pkt := rtp.Packet{Header: rtp.Header{
-		Version:        2,
-		Marker:         true,
-		PayloadType:    opusPayloadType, // pion sets the negotiated one
-		SequenceNumber: uint16(rand.Uint32()),
-		Timestamp:      rand.Uint32(),
-	}}
-	var due []bot.Mark
-	var underruns uint64
-	for {
-		payload, marks := s.nextPayload(due[:0])
-		due = marks
-		pkt.Payload = payload
-		if err := s.track.WriteRTP(&pkt); err != nil {
-			if ce := s.logger.Check(zapcore.DebugLevel, "write rtp"); ce != nil {
-				ce.Write(zap.Error(err))
-			}
-		} else {
-			s.packetsOut.Add(1)
-		}
-		pkt.Marker = false
-		pkt.SequenceNumber++
-		pkt.Timestamp += rtpFrameTicks
-
-		if s.hooks.OnUnderrun != nil {
-			if u := s.playout.Underruns(); u != underruns {
-				underruns = u
-				s.hooks.OnUnderrun()
-			}
-		}
-		for i, m := range due {
-			if err := s.bot.WriteMarkPlayed(s.ctx, m); err != nil {
-				s.botWriteFailed(err)
-				return
-			}
-			due[i] = bot.Mark{}
-		}
-
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-ticker.C:
-		}
-	}
-}
-
-// onTrack is pion's OnTrack callback; pion runs it on its own goroutine, in
-// which the caller's RTP is read until the PeerConnection closes.
-func (s *Session) onTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-	if track.Kind() != webrtc.RTPCodecTypeAudio {
-		return
-	}
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	defer s.wg.Done()
-
-	select {
-	case <-s.ready:
-	case <-s.ctx.Done():
-		return
-	}
-	if !s.reading.CompareAndSwap(false, true) {
-		s.logger.Debug("ignoring a second audio track", zap.Uint32("ssrc", uint32(track.SSRC())))
-		return
-	}
-	s.readRTP(track)
-}
-
-// readRTP reads the caller's RTP until the track ends: Opus goes to the bot
-// as audio, telephone-event as DTMF.
-func (s *Session) readRTP(track *webrtc.TrackRemote) {
-	buf := make([]byte, maxRTPPacket)
-	var pkt rtp.Packet
-	var events []DTMFEvent
-	var lastPT uint8
-	var kind payloadKind
-	var clock uint32
-	for {
-		n, _, err := track.Read(buf)
-		if err != nil {
-			if errors.Is(err, webrtc.ErrCodecNotFound) {
-				continue // a payload type we did not negotiate
-			}
-			return
-		}
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
-			continue
-		}
-		s.packetsIn.Add(1)
-		lost, ok := s.in.sequence(pkt.SequenceNumber)
-		if !ok {
-			continue
-		}
-		if lost > 0 {
-			s.packetsLost.Add(uint64(lost))
-		}
-		if kind == payloadUnknown || pkt.PayloadType != lastPT {
-			lastPT = pkt.PayloadType
-			kind, clock = classify(track.Codec())
-		}
-		switch kind {
-		case payloadOpus:
-			if err := s.in.opus(s.ctx, &pkt, lost > 0); err != nil {
-				s.botWriteFailed(err)
-				return
-			}
-		case payloadTelephoneEvent:
-			events = s.in.dtmf.Push(events[:0], pkt.Timestamp, pkt.Payload, clock)
-			for _, ev := range events {
-				s.dtmfCount.Add(1)
-				if ce := s.logger.Check(zapcore.DebugLevel, "dtmf"); ce != nil {
-					ce.Write(zap.Duration("duration", ev.Duration))
-				}
-				if s.hooks.OnDTMF != nil {
-					s.hooks.OnDTMF(ev)
-				}
-				if err := s.bot.WriteDTMF(s.ctx, ev.Digit, ev.Duration); err != nil {
-					s.botWriteFailed(err)
-					return
-				}
-			}
-		}
-	}
-}
-
-// recordBotWriteError remembers the first failed write to the bot, so that
-// the bot reader can tell a stalled bot (write timeout) from a hang-up.
-func (s *Session) recordBotWriteError(err error) {
-	s.botWriteErr.CompareAndSwap(nil, &err)
-}
-
-// botWriteFailed handles a failed write to the bot from the RTP reader or the
-// send loop. A write fails both when the bot stalls and when it has just hung
-// up, so the bot reader gets a moment to report a hang-up first.
-func (s *Session) botWriteFailed(err error) {
-	if s.ctx.Err() != nil || errors.Is(err, bot.ErrClosed) {
-		return
-	}
-	s.recordBotWriteError(err)
-	t := time.NewTimer(botErrorWait)
-	defer t.Stop()
-	select {
-	case <-s.done:
-	case <-t.C:
-		s.end(fmt.Errorf("%w: %w", ErrBotFailed, err))
-	}
-}
-
-// isTimeout reports whether err is a deadline or network timeout.
-func isTimeout(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// payloadKind classifies a received RTP payload type.
-type payloadKind uint8
-
-const (
-	payloadUnknown payloadKind = iota
-	payloadOpus
-	payloadTelephoneEvent
-	payloadOther
-)
-
-// classify returns the kind of a negotiated codec and, for telephone-event,
-// its clock rate.
-func classify(c webrtc.RTPCodecParameters) (payloadKind, uint32) {
-	switch {
-	case strings.EqualFold(c.MimeType, webrtc.MimeTypeOpus):
-		return payloadOpus, c.ClockRate
-	case strings.EqualFold(c.MimeType, mimeTypeTelephoneEvent):
-		return payloadTelephoneEvent, c.ClockRate
-	}
-	return payloadOther, c.ClockRate
 }

@@ -25,7 +25,7 @@ func BenchmarkAppendAudio(b *testing.B) {
 			buf := make([]byte, 0, 1024)
 			b.ReportAllocs()
 			for b.Loop() {
-				buf = tt.d.appendAudio(buf[:0], frame)
+				buf = tt.d.appendAudio(buf[:0], frame, -1)
 			}
 			b.SetBytes(int64(len(buf)))
 		})

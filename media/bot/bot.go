@@ -10,10 +10,12 @@
 //     (https://developer.vonage.com/en/voice/voice-api/concepts/websockets).
 //
 // Dial connects (retrying briefly while the bot starts), then sends the
-// dialect's opening messages. A Conn is then used by one reader goroutine
-// (ReadEvent) and any number of writers (WriteAudio, WriteDTMF,
-// WriteMarkPlayed, WriteCleared); Close ends the stream politely and waits
-// for everything the Conn started.
+// dialect's opening messages. A Conn then runs one reader and one writer
+// goroutine with bounded queues: the socket is read continuously, so a clear
+// or a mark never waits behind unread audio, and writes (WriteAudio,
+// WriteDTMF, WriteMarkPlayed, WriteCleared) are queued and never block the
+// caller. One goroutine takes events with ReadEvent; Close ends the stream
+// politely and waits for everything the Conn started.
 //
 // The package knows nothing about Caddy or WebRTC: audio crosses its API as
 // 16-bit linear PCM at the connection's sample rate, one 20 ms frame per
@@ -144,7 +146,8 @@ type Config struct {
 	SigningKey string
 	// HTTPClient performs the upgrade request. Default: http.DefaultClient.
 	// When its Transport is an *http.Transport (or nil), Dial uses a private
-	// clone of it, so that Close can always bound the close handshake.
+	// clone of it, so that it can close the idle connections that failed
+	// attempts leave behind.
 	HTTPClient *http.Client
 	// Logger receives debug logs. Nil means no logging.
 	Logger *zap.Logger

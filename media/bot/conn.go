@@ -16,16 +16,32 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// closeTimeout bounds Close's wait for the bot to answer our close frame.
-const closeTimeout = time.Second
+const (
+	// closeTimeout bounds Close's wait for the bot to answer our close frame.
+	closeTimeout = time.Second
+	// eventQueue is how many decoded bot messages wait for ReadEvent before
+	// the reader goroutine stops reading the socket. ReadEvent's caller (a
+	// Session) never blocks on audio, so the queue only smooths bursts.
+	eventQueue = 64
+	// minWriteQueue is the least number of messages that wait for the writer
+	// goroutine: 5 s of audio frames, two and a half times the default
+	// write timeout.
+	minWriteQueue = 250
+)
 
 // Conn is one call's WebSocket connection to the bot, made by Dial.
 //
+// A Conn owns two goroutines. The reader reads the socket continuously and
+// queues decoded events for ReadEvent, so that a control message (clear,
+// mark) is never stuck behind unread audio. The writer takes the messages
+// queued by the Write methods and writes them in order, each within
+// Config.WriteTimeout.
+//
 // ReadEvent must be called by one goroutine at a time. The Write methods may
-// be called from any number of goroutines: they are serialized, so sequence
-// numbers go out in order. Close may be called at any time, from any
-// goroutine, and more than once; it must be called once the Conn is no longer
-// needed, since a Conn owns a goroutine.
+// be called from any number of goroutines: they queue the message and return
+// at once, and messages go out in the order they were queued. Close may be
+// called at any time, from any goroutine, and more than once; it must be
+// called once the Conn is no longer needed.
 type Conn struct {
 	ws           *websocket.Conn
 	d            dialect
@@ -34,94 +50,102 @@ type Conn struct {
 	frame        int // samples per 20 ms
 	writeTimeout time.Duration
 	readLimit    int64
-	tracker      *connTracker
 	logger       *zap.Logger
 
-	wmu  sync.Mutex // serializes writes; guards wbuf and the dialect's write state
-	wbuf []byte
-
-	// watchdog cuts the connection when a write makes no progress within
-	// writeTimeout. It is armed only during a write, with wmu held, and the
-	// writer waits for it on watchdogFired, so it never outlives wmu. (A
-	// per-write context would cost a dozen allocations per frame.)
-	watchdog      *time.Timer
-	watchdogFired chan struct{}
-	// stalled is set by the watchdog before it cuts the connection, so that
-	// the read that fails because of the cut reports a write timeout, not a
-	// hang-up.
-	stalled atomic.Bool
-
-	// The reader goroutine reads one message per request on readReq and
-	// answers on readRes. Reads use readCtx, never a caller's context: the
-	// WebSocket library closes the connection when a read's context ends,
-	// and a caller giving up on one ReadEvent must not end the call. Close
-	// cancels readCtx to cut a close handshake the bot does not answer; with
-	// tracked network connections (the usual case) it cuts those instead,
-	// and readCtx is context.Background(), which costs no allocations.
+	// Reader goroutine. readCtx is used for every read; the WebSocket
+	// library closes the connection when it ends, which is how Close cuts a
+	// close handshake that the bot does not answer.
 	readCtx    context.Context
 	readCancel context.CancelFunc
-	readReq    chan struct{}
-	readRes    chan readResult
-	rbuf       []byte      // the reader goroutine's message buffer
-	readFailed atomic.Bool // a read failed: the connection is gone
+	events     chan readResult // bounded: eventQueue
+	freeAudio  chan []int16    // recycled Event.Audio buffers
+	rbuf       []byte          // the reader's message buffer
+	botLeft    atomic.Bool     // a read failed before Close: the connection is gone
 
 	// ReadEvent caller state.
-	pending bool  // a request was sent and its result not yet received
-	readErr error // the terminal read error, once there is one
+	lastAudio []int16 // the buffer of the last returned Event.Audio, recycled on the next call
+	readErr   error   // the terminal read error, once there is one
+
+	// Writer goroutine.
+	out        chan outCmd  // bounded: see newConn
+	freeFrames chan []int16 // recycled WriteAudio frame copies
+	wbuf       []byte       // the writer's message buffer
+	wmu        sync.Mutex   // held by the writer while it writes a queued message
+	// writingSince is when the write in progress started (UnixNano), 0 when
+	// the writer is idle; stalled is set once checkStalled cut the
+	// connection under it.
+	writingSince atomic.Int64
+	stalled      atomic.Bool
+	writeErr     atomic.Pointer[error]
+	stopErr      error         // writing stop failed; read after writerDone
+	writerDone   chan struct{} // closed when the writer has sent stop and ended
 
 	closing   chan struct{} // closed when Close starts
-	done      chan struct{} // closed when the WebSocket is closed; ends the reader
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// readResult is one message read by the reader goroutine. data aliases
-// Conn.rbuf until the next request.
+// readResult is one decoded event, or the reader's terminal error.
 type readResult struct {
-	typ  websocket.MessageType
-	data []byte
-	err  error
+	ev  Event
+	err error
 }
 
-func newConn(ws *websocket.Conn, d dialect, rate int, cfg Config, tracker *connTracker, logger *zap.Logger) *Conn {
-	readCtx, readCancel := context.Background(), context.CancelFunc(func() {})
-	if !tracker.active {
-		readCtx, readCancel = context.WithCancel(context.Background())
+// outKind says what an outCmd writes.
+type outKind uint8
+
+const (
+	outAudio outKind = iota + 1
+	outDTMF
+	outMark
+	outCleared
+)
+
+// outCmd is one message queued for the writer. The writer builds the wire
+// message itself, so the dialect's write state (sequence numbers, chunk
+// counters) is only touched by the writer goroutine.
+type outCmd struct {
+	kind    outKind
+	pcm     []int16 // outAudio: a copy owned by the command
+	at      int64   // outAudio: media time in ms, or -1
+	digit   byte    // outDTMF
+	ms      int64   // outDTMF
+	mark    Mark    // outMark
+	pending []Mark  // outCleared
+}
+
+func newConn(ws *websocket.Conn, d dialect, rate int, cfg Config, logger *zap.Logger) *Conn {
+	readCtx, readCancel := context.WithCancel(context.Background())
+	queue := max(minWriteQueue, int(2*cfg.WriteTimeout/(20*time.Millisecond)))
+	return &Conn{
+		ws:           ws,
+		d:            d,
+		protocol:     cfg.Protocol,
+		rate:         rate,
+		frame:        rate / 50,
+		writeTimeout: cfg.WriteTimeout,
+		readLimit:    cfg.ReadLimit,
+		logger:       logger,
+		readCtx:      readCtx,
+		readCancel:   readCancel,
+		events:       make(chan readResult, eventQueue),
+		freeAudio:    make(chan []int16, eventQueue+2),
+		rbuf:         make([]byte, 0, 4096),
+		out:          make(chan outCmd, queue),
+		freeFrames:   make(chan []int16, queue+2),
+		wbuf:         make([]byte, 0, 1024),
+		writerDone:   make(chan struct{}),
+		closing:      make(chan struct{}),
 	}
-	c := &Conn{
-		ws:            ws,
-		d:             d,
-		protocol:      cfg.Protocol,
-		rate:          rate,
-		frame:         rate / 50,
-		writeTimeout:  cfg.WriteTimeout,
-		readLimit:     cfg.ReadLimit,
-		tracker:       tracker,
-		logger:        logger,
-		wbuf:          make([]byte, 0, 1024),
-		watchdogFired: make(chan struct{}, 1),
-		readCtx:       readCtx,
-		readCancel:    readCancel,
-		readReq:       make(chan struct{}),
-		readRes:       make(chan readResult),
-		rbuf:          make([]byte, 0, 4096),
-		closing:       make(chan struct{}),
-		done:          make(chan struct{}),
-	}
-	c.watchdog = time.AfterFunc(time.Hour, c.writeStalled)
-	c.watchdog.Stop()
-	c.wg.Add(1)
+}
+
+// start launches the reader and writer goroutines, once the opening
+// messages are out.
+func (c *Conn) start() {
+	c.wg.Add(2)
 	go c.readLoop()
-	return c
-}
-
-// writeStalled is the watchdog: it cuts the connection under a stalled
-// write, which then fails.
-func (c *Conn) writeStalled() {
-	c.stalled.Store(true)
-	_ = c.ws.CloseNow()
-	c.watchdogFired <- struct{}{}
+	go c.writeLoop()
 }
 
 // Protocol returns the connection's dialect.
@@ -144,47 +168,35 @@ func (c *Conn) StreamSID() string {
 	return ""
 }
 
-// ReadEvent blocks until the next meaningful message from the bot and
-// returns it. Messages that carry nothing to act on (unknown events, binary
-// frames in the Twilio dialect, invalid JSON, empty audio) are skipped. The
-// returned Event.Audio is only valid until the next ReadEvent call.
+// ReadEvent returns the next meaningful message from the bot, waiting for
+// one if none is queued. Messages that carry nothing to act on (unknown
+// events, binary frames in the Twilio dialect, invalid JSON, empty audio)
+// are skipped. The returned Event.Audio is only valid until the next
+// ReadEvent call.
 //
 // When the bot closes the WebSocket (with any status) or the connection
 // drops, the error wraps ErrBotHangup; a message larger than Config.ReadLimit
 // gives an error wrapping ErrMessageTooBig; once a write timed out and cut
-// the connection, it wraps context.DeadlineExceeded. All are final: every
-// later call returns the same error. After Close, ReadEvent returns
-// ErrClosed, also when it was blocked as Close started.
+// the connection, it wraps context.DeadlineExceeded, and once the write queue
+// overflowed, ErrWriteQueueFull. All are final: every later call returns the
+// same error. After Close, ReadEvent returns ErrClosed, also when it was
+// blocked as Close started.
 //
 // If ctx ends first, ReadEvent returns ctx.Err() and the connection stays
-// usable: the next call picks up the message being read.
+// usable.
 func (c *Conn) ReadEvent(ctx context.Context) (Event, error) {
-	for {
-		if c.isClosing() {
-			return Event{}, ErrClosed
-		}
-		if c.readErr != nil {
-			return Event{}, c.readErr
-		}
-		if !c.pending {
-			select {
-			case c.readReq <- struct{}{}:
-				c.pending = true
-			case <-c.closing:
-				return Event{}, ErrClosed
-			case <-ctx.Done():
-				return Event{}, ctx.Err()
-			}
-		}
-		var res readResult
-		select {
-		case res = <-c.readRes:
-			c.pending = false
-		case <-c.closing:
-			return Event{}, ErrClosed
-		case <-ctx.Done():
-			return Event{}, ctx.Err()
-		}
+	if c.lastAudio != nil {
+		c.recycleAudio(c.lastAudio)
+		c.lastAudio = nil
+	}
+	if c.isClosing() {
+		return Event{}, ErrClosed
+	}
+	if c.readErr != nil {
+		return Event{}, c.readErr
+	}
+	select {
+	case res := <-c.events:
 		if c.isClosing() {
 			return Event{}, ErrClosed
 		}
@@ -192,45 +204,91 @@ func (c *Conn) ReadEvent(ctx context.Context) (Event, error) {
 			c.readErr = c.readError(res.err)
 			return Event{}, c.readErr
 		}
-		ev, ignored := c.d.decode(res.typ, res.data)
-		if ignored == "" {
-			return ev, nil
+		if res.ev.Kind == EventAudio {
+			c.lastAudio = res.ev.Audio
 		}
-		if ce := c.logger.Check(zapcore.DebugLevel, "bot message ignored"); ce != nil {
-			ce.Write(zap.String("reason", ignored), zap.Int("size", len(res.data)))
-		}
+		return res.ev, nil
+	case <-c.closing:
+		return Event{}, ErrClosed
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
 	}
 }
 
-// readError classifies a terminal read error.
+// readError classifies a terminal read error. A write failure that cut the
+// connection (a timeout, or an overflowing write queue) is the cause of
+// the failed read, so it is reported instead of a hang-up.
 func (c *Conn) readError(err error) error {
 	if errors.Is(err, websocket.ErrMessageTooBig) {
 		return fmt.Errorf("%w (limit %d bytes): %w", ErrMessageTooBig, c.readLimit, err)
 	}
-	if c.stalled.Load() {
-		return fmt.Errorf("connection cut after a write made no progress within %v: %w", c.writeTimeout, context.DeadlineExceeded)
+	if w := c.writeErr.Load(); w != nil && (errors.Is(*w, context.DeadlineExceeded) || errors.Is(*w, ErrWriteQueueFull)) {
+		return *w
 	}
 	return fmt.Errorf("%w: %w", ErrBotHangup, err)
 }
 
-// readLoop is the reader goroutine: one message per request, until done.
+// readLoop is the reader goroutine: it reads and decodes messages until the
+// connection fails, and queues them for ReadEvent. After Close started, it
+// keeps reading (and discarding) so that the close handshake completes.
 func (c *Conn) readLoop() {
 	defer c.wg.Done()
 	for {
-		select {
-		case <-c.readReq:
-		case <-c.done:
-			return
-		}
 		typ, data, err := c.readMessage()
 		if err != nil {
-			c.readFailed.Store(true)
-		}
-		select {
-		case c.readRes <- readResult{typ: typ, data: data, err: err}:
-		case <-c.done:
+			if websocket.CloseStatus(err) == -1 {
+				// No close frame: the connection dropped, maybe cut by a
+				// write that is failing right now. Wait for that write, so
+				// that ReadEvent reports its error rather than a hang-up.
+				c.wmu.Lock()
+				//nolint:staticcheck // an empty critical section: waiting is the point
+				c.wmu.Unlock()
+			}
+			if !c.isClosing() {
+				c.botLeft.Store(true)
+			}
+			select {
+			case c.events <- readResult{err: err}:
+			case <-c.closing:
+			}
 			return
 		}
+		if c.isClosing() {
+			continue
+		}
+		ev, ignored := c.d.decode(typ, data)
+		if ignored != "" {
+			if ce := c.logger.Check(zapcore.DebugLevel, "bot message ignored"); ce != nil {
+				ce.Write(zap.String("reason", ignored), zap.Int("size", len(data)))
+			}
+			continue
+		}
+		if ev.Kind == EventAudio {
+			ev.Audio = append(c.audioBuffer(len(ev.Audio)), ev.Audio...)
+		}
+		select {
+		case c.events <- readResult{ev: ev}:
+		case <-c.closing:
+		}
+	}
+}
+
+// audioBuffer returns an empty buffer for n samples, recycled if possible.
+func (c *Conn) audioBuffer(n int) []int16 {
+	select {
+	case b := <-c.freeAudio:
+		if cap(b) >= n {
+			return b[:0]
+		}
+	default:
+	}
+	return make([]int16, 0, max(n, c.frame))
+}
+
+func (c *Conn) recycleAudio(b []int16) {
+	select {
+	case c.freeAudio <- b[:0]:
+	default:
 	}
 }
 
@@ -259,26 +317,39 @@ func (c *Conn) readMessage() (websocket.MessageType, []byte, error) {
 	}
 }
 
-// WriteAudio sends one 20 ms frame of 16-bit linear PCM at SampleRate:
+// WriteAudio queues one 20 ms frame of 16-bit linear PCM at SampleRate:
 // exactly FrameSamples samples, else the error wraps ErrFrameSize. Twilio:
-// a media message (track inbound; chunk counts from 1; timestamp is the
-// chunk's start in ms, (chunk-1)*20; base64 mu-law). Vonage: one binary
-// frame of little-endian samples.
+// a media message (track inbound; chunk counts from 1; timestamp is
+// chunk*20, the ms of audio sent so far; base64 mu-law). Vonage: one binary
+// frame of little-endian samples. pcm is copied.
 //
-// ctx is checked before the write starts. A started write is bounded by
-// Config.WriteTimeout instead, because an interrupted WebSocket write leaves
-// the connection unusable; a write that times out closes the connection.
+// Like every Write method, it returns at once: the writer goroutine sends
+// the message, and a write that makes no progress within
+// Config.WriteTimeout is cut (noticed by the next Write call) and closes the
+// connection. The error is then returned by every later Write and by
+// ReadEvent. ctx is only checked before queueing.
 func (c *Conn) WriteAudio(ctx context.Context, pcm []int16) error {
+	return c.WriteAudioAt(ctx, pcm, -1)
+}
+
+// WriteAudioAt is WriteAudio for a frame whose media time is known: ms is
+// the frame's start in ms since the caller's stream started (from its RTP
+// timestamps). Twilio's media.timestamp is then ms+20, the stream time at
+// the frame's end, so that a gap in the caller's stream shows as a jump, as
+// on real Twilio; for a continuous stream it is chunk*20, as with
+// WriteAudio. A negative ms means WriteAudio's numbering.
+func (c *Conn) WriteAudioAt(ctx context.Context, pcm []int16, ms int64) error {
 	if len(pcm) != c.frame {
 		return fmt.Errorf("%w: %d samples, want %d at %d Hz", ErrFrameSize, len(pcm), c.frame, c.rate)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.checkWrite(ctx); err != nil {
-		return err
+	var buf []int16
+	select {
+	case buf = <-c.freeFrames:
+	default:
+		buf = make([]int16, c.frame)
 	}
-	c.wbuf = c.d.appendAudio(c.wbuf[:0], pcm)
-	return c.writeLocked(c.d.audioType(), c.wbuf, "audio")
+	copy(buf, pcm)
+	return c.enqueue(ctx, outCmd{kind: outAudio, pcm: buf, at: ms})
 }
 
 // WriteDTMF tells the bot that the caller pressed digit (one of 0-9, *, #,
@@ -291,83 +362,172 @@ func (c *Conn) WriteDTMF(ctx context.Context, digit string, duration time.Durati
 	if !ok {
 		return fmt.Errorf("%w %q", ErrInvalidDigit, digit)
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.checkWrite(ctx); err != nil {
-		return err
-	}
-	c.wbuf = c.d.appendDTMF(c.wbuf[:0], d, max(duration, 0).Milliseconds())
-	return c.writeLocked(websocket.MessageText, c.wbuf, "dtmf")
+	return c.enqueue(ctx, outCmd{kind: outDTMF, digit: d, ms: max(duration, 0).Milliseconds()})
 }
 
 // WriteMarkPlayed tells the bot that the audio it sent before m has been
 // played to the caller. Twilio: the mark message with m's name. Vonage:
 // {"event":"websocket:notify","payload":...} with m's payload.
 func (c *Conn) WriteMarkPlayed(ctx context.Context, m Mark) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.checkWrite(ctx); err != nil {
-		return err
-	}
-	c.wbuf = c.d.appendMarkPlayed(c.wbuf[:0], m)
-	return c.writeLocked(websocket.MessageText, c.wbuf, "mark")
+	return c.enqueue(ctx, outCmd{kind: outMark, mark: m})
 }
 
 // WriteCleared acknowledges an EventClear once the queued bot audio has
 // been dropped; pending are the marks that were still waiting, oldest
-// first. Twilio answers a clear by echoing every pending mark, in order, and
-// sends nothing else. Vonage sends {"event":"websocket:cleared"} and does
-// not echo pending notify payloads: their audio was dropped, not played.
+// first (the Conn keeps the slice). Twilio answers a clear by echoing every
+// pending mark, in order, and sends nothing else. Vonage sends
+// {"event":"websocket:cleared"} and does not echo pending notify payloads:
+// their audio was dropped, not played.
 func (c *Conn) WriteCleared(ctx context.Context, pending []Mark) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.checkWrite(ctx); err != nil {
-		return err
-	}
-	if c.d.echoMarksOnClear() {
-		for _, m := range pending {
-			c.wbuf = c.d.appendMarkPlayed(c.wbuf[:0], m)
-			if err := c.writeLocked(websocket.MessageText, c.wbuf, "mark"); err != nil {
-				return err
-			}
-		}
-	}
-	c.wbuf = c.d.appendCleared(c.wbuf[:0])
-	if len(c.wbuf) == 0 {
-		return nil
-	}
-	return c.writeLocked(websocket.MessageText, c.wbuf, "cleared")
+	return c.enqueue(ctx, outCmd{kind: outCleared, pending: pending})
 }
 
-// sendOpening sends the dialect's opening messages.
-func (c *Conn) sendOpening(ctx context.Context) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	for _, m := range c.d.opening() {
-		if err := c.checkWrite(ctx); err != nil {
-			return err
-		}
-		if err := c.writeLocked(m.typ, m.data, "opening"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkWrite reports whether a write may start. c.wmu must be held.
-func (c *Conn) checkWrite(ctx context.Context) error {
+// enqueue hands cmd to the writer. A full queue means the bot reads more
+// slowly than the call produces messages: the connection is cut and the
+// error, wrapping ErrWriteQueueFull, becomes the connection's write error.
+func (c *Conn) enqueue(ctx context.Context, cmd outCmd) error {
 	if c.isClosing() {
 		return ErrClosed
 	}
-	return ctx.Err()
+	c.checkStalled()
+	if w := c.writeErr.Load(); w != nil {
+		return *w
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case c.out <- cmd:
+		return nil
+	default:
+	}
+	err := fmt.Errorf("%w: %d messages are waiting for a bot that reads too slowly", ErrWriteQueueFull, cap(c.out))
+	c.failWrite(err)
+	_ = c.ws.CloseNow()
+	return *c.writeErr.Load()
 }
 
-// writeLocked writes one message within the write timeout. c.wmu must be
-// held.
-func (c *Conn) writeLocked(typ websocket.MessageType, b []byte, what string) error {
-	if err := c.writeRaw(typ, b); err != nil {
-		if c.isClosing() {
-			return ErrClosed
+// checkStalled cuts the connection under a write that has made no progress
+// within the write timeout: the bot stopped reading. It runs on every
+// enqueue, so a stall is noticed within one 20 ms frame of the timeout
+// while the call produces messages.
+func (c *Conn) checkStalled() {
+	since := c.writingSince.Load()
+	if since == 0 || time.Since(time.Unix(0, since)) < c.writeTimeout || !c.stalled.CompareAndSwap(false, true) {
+		return
+	}
+	_ = c.ws.CloseNow()
+}
+
+// failWrite records the first write failure.
+func (c *Conn) failWrite(err error) {
+	c.writeErr.CompareAndSwap(nil, &err)
+}
+
+// writeLoop is the writer goroutine: it writes queued messages in order
+// until Close, then writes what is still queued and the dialect's stop.
+func (c *Conn) writeLoop() {
+	defer c.wg.Done()
+	defer close(c.writerDone)
+	for {
+		select {
+		case cmd := <-c.out:
+			c.writeCmd(cmd)
+		case <-c.closing:
+			c.drain()
+			c.writeStop()
+			return
+		}
+	}
+}
+
+// drain writes what is still queued when Close starts.
+func (c *Conn) drain() {
+	for {
+		select {
+		case cmd := <-c.out:
+			c.writeCmd(cmd)
+		default:
+			return
+		}
+	}
+}
+
+// writeCmd builds and writes one queued message; after a failed write it
+// only recycles.
+func (c *Conn) writeCmd(cmd outCmd) {
+	defer func() {
+		if cmd.pcm != nil {
+			select {
+			case c.freeFrames <- cmd.pcm:
+			default:
+			}
+		}
+	}()
+	if c.writeErr.Load() != nil {
+		return
+	}
+	// A failed write is recorded before wmu is released: see readLoop.
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var err error
+	switch cmd.kind {
+	case outAudio:
+		c.wbuf = c.d.appendAudio(c.wbuf[:0], cmd.pcm, cmd.at)
+		err = c.write(c.d.audioType(), c.wbuf, "audio")
+	case outDTMF:
+		c.wbuf = c.d.appendDTMF(c.wbuf[:0], cmd.digit, cmd.ms)
+		err = c.write(websocket.MessageText, c.wbuf, "dtmf")
+	case outMark:
+		c.wbuf = c.d.appendMarkPlayed(c.wbuf[:0], cmd.mark)
+		err = c.write(websocket.MessageText, c.wbuf, "mark")
+	case outCleared:
+		if c.d.echoMarksOnClear() {
+			for _, m := range cmd.pending {
+				c.wbuf = c.d.appendMarkPlayed(c.wbuf[:0], m)
+				if err = c.write(websocket.MessageText, c.wbuf, "mark"); err != nil {
+					break
+				}
+			}
+		}
+		if c.wbuf = c.d.appendCleared(c.wbuf[:0]); err == nil && len(c.wbuf) > 0 {
+			err = c.write(websocket.MessageText, c.wbuf, "cleared")
+		}
+	}
+	if err != nil {
+		// Cut the connection, so that the reader (and with it ReadEvent)
+		// reports the failure too.
+		c.failWrite(err)
+		_ = c.ws.CloseNow()
+	}
+}
+
+// writeStop writes the dialect's last message, if it has one.
+func (c *Conn) writeStop() {
+	if c.writeErr.Load() != nil || c.botLeft.Load() {
+		return
+	}
+	c.wbuf = c.d.appendStop(c.wbuf[:0])
+	if len(c.wbuf) == 0 {
+		return
+	}
+	if err := c.write(websocket.MessageText, c.wbuf, "stop"); err != nil && !connGone(err) {
+		c.stopErr = err
+	}
+}
+
+// write writes one message. It records when it started in writingSince,
+// so that enqueue can cut a write that makes no progress (see
+// checkStalled); the write then fails. (A context per write would cost
+// several allocations per frame, and a timer goroutine per connection is
+// what this design avoids.)
+func (c *Conn) write(typ websocket.MessageType, b []byte, what string) error {
+	c.writingSince.Store(time.Now().UnixNano())
+	err := c.ws.Write(context.Background(), typ, b)
+	c.writingSince.Store(0)
+	if err != nil {
+		if c.stalled.Load() {
+			return fmt.Errorf("write %s to bot: no progress within %v: %w", what, c.writeTimeout, context.DeadlineExceeded)
 		}
 		return fmt.Errorf("write %s to bot: %w", what, err)
 	}
@@ -377,15 +537,18 @@ func (c *Conn) writeLocked(typ websocket.MessageType, b []byte, what string) err
 	return nil
 }
 
-// writeRaw writes one message under the watchdog. c.wmu must be held.
-func (c *Conn) writeRaw(typ websocket.MessageType, b []byte) error {
-	c.watchdog.Reset(c.writeTimeout)
-	err := c.ws.Write(context.Background(), typ, b)
-	if !c.watchdog.Stop() {
-		<-c.watchdogFired // it ran: the connection is cut, even if b went out
-		return fmt.Errorf("no progress within %v: %w", c.writeTimeout, context.DeadlineExceeded)
+// sendOpening writes the dialect's opening messages, before the goroutines
+// start.
+func (c *Conn) sendOpening(ctx context.Context) error {
+	for _, m := range c.d.opening() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := c.write(m.typ, m.data, "opening"); err != nil {
+			return err
+		}
 	}
-	return err
+	return nil
 }
 
 func (c *Conn) isClosing() bool {
@@ -397,12 +560,13 @@ func (c *Conn) isClosing() bool {
 	}
 }
 
-// Close ends the stream: Twilio sends `stop` as the last message; then a
-// normal close frame (status 1000) is sent and the bot's answer awaited for
-// at most a second before the connection is cut. Close waits for the Conn's
-// goroutine and unblocks a concurrent ReadEvent, which returns ErrClosed, as
-// do all methods afterwards. Close is idempotent: later calls wait for the
-// first and return its result.
+// Close ends the stream: the messages already queued are written, Twilio
+// sends `stop` as the last message; then a normal close frame (status 1000)
+// is sent and the bot's answer awaited for at most a second before the
+// connection is cut. Close waits for the Conn's goroutines and unblocks a
+// concurrent ReadEvent, which returns ErrClosed, as do all methods
+// afterwards. Close is idempotent: later calls wait for the first and
+// return its result.
 //
 // Close returns an error only if the bot was still connected but sending
 // stop or the close handshake failed.
@@ -415,51 +579,43 @@ func (c *Conn) Close() error {
 
 func (c *Conn) shutdown() error {
 	close(c.closing)
-	botLeft := c.readFailed.Load()
-
-	var stopErr error
-	c.wmu.Lock()
-	c.wbuf = c.d.appendStop(c.wbuf[:0])
-	if len(c.wbuf) > 0 {
-		if err := c.writeRaw(websocket.MessageText, c.wbuf); err != nil && !connGone(err) {
-			stopErr = fmt.Errorf("write stop to bot: %w", err)
-		}
-	}
-	c.wmu.Unlock()
-
-	// Cut the connection if the bot does not answer the close frame in time.
-	// readCancel unblocks a read in progress (the library then closes the
-	// connection); closing the tracked network connections covers the rest.
-	cut := make(chan struct{})
-	var timedOut bool
-	timer := time.AfterFunc(closeTimeout, func() {
-		defer close(cut)
-		timedOut = true
+	<-c.writerDone
+	if c.botLeft.Load() || c.writeErr.Load() != nil {
+		// The bot hung up or the connection failed before Close: there is
+		// nothing left to close politely, and the reader has ended, so
+		// nobody would read the bot's answer to a close frame.
+		_ = c.ws.CloseNow()
 		c.readCancel()
-		c.tracker.closeAll()
+		c.wg.Wait()
+		c.logger.Debug("bot connection closed after it failed or the bot left")
+		return nil
+	}
+
+	// Cut the connection if the bot does not answer the close frame in
+	// time: ending readCtx makes the library close the connection under
+	// the reader's pending read, which also ends the handshake.
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(closeTimeout, func() {
+		timedOut.Store(true)
+		c.readCancel()
 	})
 	err := c.ws.Close(websocket.StatusNormalClosure, "")
-	if !timer.Stop() {
-		<-cut
-	}
+	timer.Stop()
 	c.readCancel()
-	c.tracker.closeAll()
-	close(c.done)
+	_ = c.ws.CloseNow()
 	c.wg.Wait()
 
-	var closeErr error
+	var stopErr, closeErr error
+	if c.stopErr != nil {
+		stopErr = fmt.Errorf("write stop to bot: %w", c.stopErr)
+	}
 	switch {
-	case botLeft:
-		// The bot hung up or the connection dropped before Close: nothing
-		// was left to close politely.
-		c.logger.Debug("bot connection closed after the bot left")
-		return nil
-	case timedOut:
+	case timedOut.Load():
 		closeErr = fmt.Errorf("close bot connection: no answer to the close frame within %v", closeTimeout)
 	case err != nil && !connGone(err) && websocket.CloseStatus(err) == -1:
 		closeErr = fmt.Errorf("close bot connection: %w", err)
 	}
-	c.logger.Debug("bot connection closed", zap.Bool("close_timed_out", timedOut))
+	c.logger.Debug("bot connection closed", zap.Bool("close_timed_out", timedOut.Load()))
 	return errors.Join(stopErr, closeErr)
 }
 
@@ -468,18 +624,4 @@ func (c *Conn) shutdown() error {
 func connGone(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-// abort tears the connection down without the polite close (the opening
-// messages could not be sent).
-func (c *Conn) abort() {
-	c.closeOnce.Do(func() {
-		close(c.closing)
-		_ = c.ws.CloseNow()
-		c.readCancel()
-		c.tracker.closeAll()
-		close(c.done)
-		c.wg.Wait()
-		c.closeErr = ErrClosed
-	})
 }

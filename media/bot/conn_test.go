@@ -521,17 +521,20 @@ func TestStalledBot(t *testing.T) {
 		WriteTimeout: writeTimeout, HTTPClient: client})
 	bot.accept(t) // never reads
 
+	// Frames are written in real time, as a Session does: the queue never
+	// fills, and the writer's stalled write times out.
 	frame := make([]int16, c.FrameSamples())
 	deadline := time.Now().Add(20 * time.Second)
 	var err error
-	var last time.Duration
+	var slowest time.Duration
 	for time.Now().Before(deadline) {
 		start := time.Now()
 		err = c.WriteAudio(context.Background(), frame)
-		last = time.Since(start)
+		slowest = max(slowest, time.Since(start))
 		if err != nil {
 			break
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err == nil {
 		t.Fatal("WriteAudio never failed against a bot that does not read")
@@ -539,8 +542,13 @@ func TestStalledBot(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("WriteAudio = %v; want a write timeout", err)
 	}
-	if last > writeTimeout+2*time.Second {
-		t.Errorf("the failing WriteAudio took %v; want about the %v write timeout", last, writeTimeout)
+	if slowest > 100*time.Millisecond {
+		t.Errorf("a WriteAudio took %v; want it to queue and return at once", slowest)
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, rerr := c.ReadEvent(rctx); rerr == rctx.Err() || !errors.Is(rerr, context.DeadlineExceeded) || errors.Is(rerr, ErrBotHangup) {
+		t.Errorf("ReadEvent after the write timeout = %v; want the write timeout, not a hang-up", rerr)
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- c.Close() }()
@@ -548,6 +556,43 @@ func TestStalledBot(t *testing.T) {
 	case <-closed:
 	case <-time.After(waitTimeout):
 		t.Fatal("Close hung after a write timeout")
+	}
+}
+
+// TestWriteQueueFull has a bot that reads nothing while frames are queued
+// far faster than real time and the write timeout is long: the queue
+// overflows, and the connection fails with ErrWriteQueueFull for every
+// later write and for ReadEvent.
+func TestWriteQueueFull(t *testing.T) {
+	bot := newBot(t)
+	c := dial(t, Config{URL: bot.url("/"), Protocol: Vonage, SampleRate: 24000, Call: testCall,
+		WriteTimeout: time.Minute})
+	bot.accept(t) // never reads
+
+	frame := make([]int16, c.FrameSamples())
+	var err error
+	n := 0
+	for ; n < 100000 && err == nil; n++ {
+		err = c.WriteAudio(context.Background(), frame)
+	}
+	if !errors.Is(err, ErrWriteQueueFull) {
+		t.Fatalf("WriteAudio after %d frames = %v; want ErrWriteQueueFull", n, err)
+	}
+	if n < minWriteQueue {
+		t.Errorf("the queue overflowed after %d frames; want at least %d", n, minWriteQueue)
+	}
+	if err := c.WriteMarkPlayed(context.Background(), Mark{}); !errors.Is(err, ErrWriteQueueFull) {
+		t.Errorf("WriteMarkPlayed after the overflow = %v; want ErrWriteQueueFull", err)
+	}
+	if err := readEventErr(t, c); !errors.Is(err, ErrWriteQueueFull) {
+		t.Errorf("ReadEvent after the overflow = %v; want ErrWriteQueueFull", err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(closeTimeout + waitTimeout):
+		t.Fatal("Close hung after the overflow")
 	}
 }
 
@@ -568,8 +613,8 @@ func TestCloseUnansweredHandshake(t *testing.T) {
 	}
 }
 
-// roundTripper hides the *http.Transport behind it, so Dial cannot track
-// connections and relies on cancelling the pending read instead.
+// roundTripper hides the *http.Transport behind it, so Dial uses the
+// caller's client as it is.
 type roundTripper struct {
 	rt http.RoundTripper
 }
@@ -616,7 +661,7 @@ func TestConcurrentWritesStayOrdered(t *testing.T) {
 	p.next(t) // connected
 	p.next(t) // start
 
-	const writers, each = 4, 50
+	const writers, each = 4, 25 // 200 messages at once: within the write queue
 	var wg sync.WaitGroup
 	errs := make(chan error, writers*each)
 	for range writers {
@@ -699,24 +744,5 @@ func TestEventKindString(t *testing.T) {
 		if got := tt.give.String(); got != tt.want {
 			t.Errorf("EventKind(%d).String() = %q; want %q", int(tt.give), got, tt.want)
 		}
-	}
-}
-
-// TestAbort covers the teardown Dial uses when the opening messages cannot
-// be sent: it cuts the connection at once and leaves nothing running.
-func TestAbort(t *testing.T) {
-	bot := newBot(t)
-	c := dial(t, Config{URL: bot.url("/"), Call: testCall})
-	p := bot.accept(t)
-	p.startReading()
-	c.abort()
-	if _, err := c.ReadEvent(context.Background()); !errors.Is(err, ErrClosed) {
-		t.Errorf("ReadEvent after abort = %v; want ErrClosed", err)
-	}
-	if err := c.WriteDTMF(context.Background(), "1", 0); !errors.Is(err, ErrClosed) {
-		t.Errorf("WriteDTMF after abort = %v; want ErrClosed", err)
-	}
-	if err := websocket.CloseStatus(p.endAfter(t, 2)); err != -1 {
-		t.Errorf("bot saw close status %v; want a dropped connection", err)
 	}
 }

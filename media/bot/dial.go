@@ -8,11 +8,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -64,8 +62,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	logger = logger.With(zap.String("call_id", cfg.Call.CallID), zap.String("bot_protocol", string(cfg.Protocol)))
 
-	tracker := new(connTracker)
-	client, transport := trackedClient(cfg.HTTPClient, tracker)
+	client, transport := privateClient(cfg.HTTPClient)
 	opts := &websocket.DialOptions{
 		HTTPClient: client,
 		HTTPHeader: cfg.Header.Clone(),
@@ -87,16 +84,17 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		transport.CloseIdleConnections()
 	}
 	if err != nil {
-		tracker.closeAll()
 		return nil, err
 	}
 	ws.SetReadLimit(cfg.ReadLimit)
 
-	c := newConn(ws, d, rate, cfg, tracker, logger)
+	c := newConn(ws, d, rate, cfg, logger)
 	if err := c.sendOpening(ctx); err != nil {
-		c.abort()
+		_ = ws.CloseNow()
+		c.readCancel()
 		return nil, fmt.Errorf("send opening messages to bot %s: %w", u.Redacted(), err)
 	}
+	c.start()
 	logger.Debug("bot connected",
 		zap.String("bot_host", u.Host),
 		zap.Int("sample_rate", rate),
@@ -232,46 +230,12 @@ type redactedError struct {
 func (e *redactedError) Error() string { return e.msg }
 func (e *redactedError) Unwrap() error { return e.err }
 
-// connTracker remembers every network connection a Dial opened, so that
-// Close can cut the connection underneath a close handshake that the bot
-// never answers.
-type connTracker struct {
-	active bool // Dial's transport reports its connections here
-
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-type dialContextFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
-
-func (t *connTracker) wrap(dial dialContextFunc) dialContextFunc {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err == nil {
-			t.mu.Lock()
-			t.conns = append(t.conns, c)
-			t.mu.Unlock()
-		}
-		return c, err
-	}
-}
-
-// closeAll closes every tracked connection. It is safe to call more than once.
-func (t *connTracker) closeAll() {
-	t.mu.Lock()
-	conns := t.conns
-	t.conns = nil
-	t.mu.Unlock()
-	for _, c := range conns {
-		_ = c.Close() // already-closed connections fail harmlessly
-	}
-}
-
-// trackedClient returns a client whose connections t tracks, and its
-// private transport. If hc's transport is not an *http.Transport, it returns
-// hc unchanged and a nil transport: nothing is tracked then, and Close falls
-// back on the WebSocket library's own 5 s close handshake limit.
-func trackedClient(hc *http.Client, t *connTracker) (*http.Client, *http.Transport) {
+// privateClient returns a client with a private clone of hc's transport,
+// so that Dial can close the idle connections its failed attempts (5xx
+// answers) leave in the pool without touching a transport the caller
+// shares. If hc's transport is not an *http.Transport, it returns hc
+// unchanged and a nil transport.
+func privateClient(hc *http.Client) (*http.Client, *http.Transport) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -284,28 +248,6 @@ func trackedClient(hc *http.Client, t *connTracker) (*http.Client, *http.Transpo
 		return hc, nil
 	}
 	tr := base.Clone()
-	t.active = true
-	switch {
-	case tr.DialContext != nil:
-		tr.DialContext = t.wrap(tr.DialContext)
-	case tr.Dial != nil: //nolint:staticcheck // honour a user's legacy Dial
-		dial := tr.Dial //nolint:staticcheck
-		tr.DialContext = t.wrap(func(_ context.Context, network, addr string) (net.Conn, error) {
-			return dial(network, addr)
-		})
-	default:
-		var d net.Dialer
-		tr.DialContext = t.wrap(d.DialContext)
-	}
-	switch {
-	case tr.DialTLSContext != nil:
-		tr.DialTLSContext = t.wrap(tr.DialTLSContext)
-	case tr.DialTLS != nil: //nolint:staticcheck // honour a user's legacy DialTLS
-		dial := tr.DialTLS //nolint:staticcheck
-		tr.DialTLSContext = t.wrap(func(_ context.Context, network, addr string) (net.Conn, error) {
-			return dial(network, addr)
-		})
-	}
 	client := *hc
 	client.Transport = tr
 	return &client, tr

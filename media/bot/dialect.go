@@ -9,17 +9,19 @@ import (
 // dialect is one bot wire format. A new dialect is one more implementation
 // of this interface and a case in newDialect.
 //
-// The append methods build one outgoing message into dst and return it; Conn
-// calls them with its write lock held, so they may use and update state
-// (sequence numbers, scratch buffers) without further locking. decode is
-// only called by the single ReadEvent caller and uses separate state.
+// The append methods build one outgoing message into dst and return it; only
+// the Conn's writer goroutine calls them (opening before it starts), so they
+// may use and update state (sequence numbers, scratch buffers) without
+// locking. decode is only called by the Conn's reader goroutine and uses
+// separate state.
 type dialect interface {
 	// opening returns the messages sent right after the upgrade, in order.
 	opening() []outMessage
 	// audioType is the WebSocket message type of audio frames.
 	audioType() websocket.MessageType
-	// appendAudio appends one 20 ms audio frame message.
-	appendAudio(dst []byte, pcm []int16) []byte
+	// appendAudio appends one 20 ms audio frame message; ms is the frame's
+	// media time (see Conn.WriteAudioAt), or -1.
+	appendAudio(dst []byte, pcm []int16, ms int64) []byte
 	// appendDTMF appends a key press message; digit is already validated
 	// and ms is its duration in milliseconds.
 	appendDTMF(dst []byte, digit byte, ms int64) []byte

@@ -36,6 +36,12 @@ var (
 	// with status 1009 (message too big).
 	ErrMessageTooBig = errors.New("bot message too big")
 
+	// ErrWriteQueueFull is returned by the Write methods, and then by
+	// ReadEvent, when the bot reads so slowly that more messages are waiting
+	// for it than the Conn queues (at least 5 s of audio). The connection
+	// is cut.
+	ErrWriteQueueFull = errors.New("bot write queue full")
+
 	// ErrFrameSize is returned by WriteAudio when the PCM slice is not exactly
 	// one 20 ms frame (Conn.FrameSamples samples).
 	ErrFrameSize = errors.New("audio is not one 20 ms frame")

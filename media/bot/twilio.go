@@ -36,12 +36,12 @@ type twilio struct {
 	call       CallInfo
 	params     []Param
 
-	// Write state, guarded by Conn's write lock.
+	// Write state, used only by the writer goroutine.
 	seq   uint64 // last sequenceNumber sent
 	chunk uint64 // last media chunk sent
 	ulaw  []byte // scratch: one frame of mu-law
 
-	// Read state, used only by the ReadEvent caller.
+	// Read state, used only by the reader goroutine.
 	inUlaw []byte
 	inPCM  []int16
 }
@@ -101,10 +101,11 @@ func (t *twilio) appendHeader(dst []byte, event string) []byte {
 
 func (t *twilio) audioType() websocket.MessageType { return websocket.MessageText }
 
-// appendAudio appends a media message. chunk counts from 1; timestamp is the
-// ms of audio since the stream started, chunk*20, as PROTOCOLS.md's example
-// gives it (chunk "1", timestamp "20").
-func (t *twilio) appendAudio(dst []byte, pcm []int16) []byte {
+// appendAudio appends a media message. chunk counts from 1; timestamp is
+// the stream time in ms at the chunk's end: ms+20 from the media clock, or
+// chunk*20 without one, as PROTOCOLS.md's example gives it (chunk "1",
+// timestamp "20").
+func (t *twilio) appendAudio(dst []byte, pcm []int16, ms int64) []byte {
 	t.chunk++
 	ulaw := t.ulaw[:len(pcm)]
 	for i, s := range pcm {
@@ -114,7 +115,11 @@ func (t *twilio) appendAudio(dst []byte, pcm []int16) []byte {
 	dst = append(dst, `"media":{"track":"inbound","chunk":"`...)
 	dst = strconv.AppendUint(dst, t.chunk, 10)
 	dst = append(dst, `","timestamp":"`...)
-	dst = strconv.AppendUint(dst, t.chunk*20, 10)
+	if ms >= 0 {
+		dst = strconv.AppendInt(dst, ms+20, 10)
+	} else {
+		dst = strconv.AppendUint(dst, t.chunk*20, 10)
+	}
 	dst = append(dst, `","payload":"`...)
 	dst = base64.StdEncoding.AppendEncode(dst, ulaw)
 	return append(dst, `"}}`...)

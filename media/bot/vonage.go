@@ -25,7 +25,7 @@ type vonage struct {
 	call   CallInfo
 	params []Param
 
-	// Read state, used only by the ReadEvent caller.
+	// Read state, used only by the reader goroutine.
 	inPCM []int16
 }
 
@@ -59,7 +59,7 @@ func (v *vonage) opening() []outMessage {
 func (v *vonage) audioType() websocket.MessageType { return websocket.MessageBinary }
 
 // appendAudio appends the frame as signed 16-bit little-endian samples.
-func (v *vonage) appendAudio(dst []byte, pcm []int16) []byte {
+func (v *vonage) appendAudio(dst []byte, pcm []int16, _ int64) []byte {
 	for _, s := range pcm {
 		dst = binary.LittleEndian.AppendUint16(dst, uint16(s))
 	}
