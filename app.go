@@ -127,11 +127,12 @@ type running struct {
 // handlerHolds are the pool entries one handler holds between start and
 // stop. The zero value holds nothing.
 type handlerHolds struct {
-	mu      sync.Mutex
-	muxKey  string
-	regKey  string
-	engine  *media.Engine
-	running atomic.Pointer[running]
+	mu        sync.Mutex
+	muxKey    string
+	regKey    string
+	notifyKey string
+	engine    *media.Engine
+	running   atomic.Pointer[running]
 }
 
 // start acquires the handler's resources: the shared ICE UDP port (if
@@ -167,6 +168,9 @@ func (h *Handler) start() error {
 	calls := loadRegistry(hold.regKey, h.metrics)
 	cfg := h.callCfg
 	cfg.engine = engine
+	if h.callback != nil {
+		cfg.notify, hold.notifyKey = loadNotifier(*h.callback, h.logger.Named("status_callback"))
+	}
 	if h.clusterCfg != nil {
 		// The cluster node starts with the registry's first holder and
 		// stops with its last, so that a reload keeps every lease.
@@ -176,10 +180,15 @@ func (h *Handler) start() error {
 			_ = engine.Close()
 			hold.engine = nil
 			hold.releaseMux()
+			if hold.notifyKey != "" {
+				_, _ = notifiers.Delete(hold.notifyKey)
+				hold.notifyKey = ""
+			}
 			return err
 		}
 	}
 	hold.running.Store(&running{calls: calls, cfg: cfg})
+	directory.add(h)
 	return nil
 }
 
@@ -196,6 +205,7 @@ func (h *Handler) stop() error {
 	// A webhook still in flight on a stopping server gets 503, and Meta
 	// retries it on the running config.
 	hold.running.Store(nil)
+	directory.remove(h)
 	var errs []error
 	if hold.regKey != "" {
 		deleted, err := registries.Delete(hold.regKey)
@@ -207,6 +217,13 @@ func (h *Handler) stop() error {
 		if deleted && hold.engine != nil {
 			errs = append(errs, hold.engine.Close())
 		}
+	}
+	// The notifier goes after the registry, so that the calls it ended
+	// have queued their events; a real stop drops what is undelivered.
+	if hold.notifyKey != "" {
+		_, err := notifiers.Delete(hold.notifyKey)
+		errs = append(errs, err)
+		hold.notifyKey = ""
 	}
 	errs = append(errs, hold.releaseMux())
 	return errors.Join(errs...)

@@ -14,6 +14,53 @@ import (
 func init() {
 	httpcaddyfile.RegisterHandlerDirective("whatsapp_calls", parseCaddyfile)
 	httpcaddyfile.RegisterDirectiveOrder("whatsapp_calls", httpcaddyfile.Before, "respond")
+	httpcaddyfile.RegisterHandlerDirective("whatsapp_calls_api", parseAPICaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("whatsapp_calls_api", httpcaddyfile.Before, "respond")
+}
+
+func parseAPICaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var a API
+	err := a.UnmarshalCaddyfile(h.Dispenser)
+	return &a, err
+}
+
+// UnmarshalCaddyfile sets up the control API from Caddyfile tokens. Syntax:
+//
+//	whatsapp_calls_api [<matcher>] {
+//		token             <token>
+//		twilio_auth_token <token>
+//	}
+//
+// token is required.
+func (a *API) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := make(map[string]bool)
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s already specified", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "token":
+			if err := oneArg(d, &a.Token); err != nil {
+				return err
+			}
+		case "twilio_auth_token":
+			if err := oneArg(d, &a.TwilioAuthToken); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized subdirective '%s'", opt)
+		}
+	}
+	if !seen["token"] {
+		return d.Err("token is required")
+	}
+	return nil
 }
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -48,6 +95,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		bot_timeout      <duration>
 //		max_connect_age  <duration>
 //		biz_opaque_callback_data <template>
+//		ring_timeout     <duration>
+//		status_callback  <url>
+//		status_callback_secret <key>
+//		status_callback_header <field> <value>
 //		cluster          <redis-host:port> {
 //			username        <user>
 //			password        <password>
@@ -63,7 +114,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	}
 //
 // app_secret, verify_token, access_token and bot are required. bot_header,
-// bot_param and ice_server may be repeated; phone_number_ids, public_ip and
+// bot_param, status_callback_header and ice_server may be repeated; phone_number_ids, public_ip and
 // ice_networks take one or more values and may be repeated to add more.
 // The optional cluster block shares calls between several nodes through
 // Redis; see ClusterConfig.
@@ -77,7 +128,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	for d.NextBlock(0) {
 		opt := d.Val()
 		switch opt {
-		case "bot_header", "bot_param", "ice_server", "phone_number_ids", "public_ip", "ice_networks":
+		case "bot_header", "bot_param", "ice_server", "phone_number_ids", "public_ip", "ice_networks", "status_callback_header":
 			// repeatable
 		default:
 			if seen[opt] {
@@ -111,6 +162,26 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err := oneArg(d, &h.BizOpaqueCallbackData); err != nil {
 				return err
 			}
+		case "status_callback_secret":
+			if err := oneArg(d, &h.StatusCallbackSecret); err != nil {
+				return err
+			}
+		case "status_callback":
+			if err := oneArg(d, &h.StatusCallback); err != nil {
+				return err
+			}
+			if err := checkCallbackURL(h.StatusCallback); err != nil {
+				return d.Err(err.Error())
+			}
+		case "status_callback_header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("%s needs a name and a value", opt)
+			}
+			if h.StatusCallbackHeaders == nil {
+				h.StatusCallbackHeaders = make(http.Header)
+			}
+			h.StatusCallbackHeaders.Add(args[0], args[1])
 
 		case "bot":
 			if err := oneArg(d, &h.Bot); err != nil {
@@ -245,7 +316,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxBodySize = int64(size)
 
-		case "answer_timeout", "accept_timeout", "bot_timeout", "max_connect_age":
+		case "answer_timeout", "accept_timeout", "bot_timeout", "max_connect_age", "ring_timeout":
 			var v string
 			if err := oneArg(d, &v); err != nil {
 				return err
@@ -261,6 +332,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.AcceptTimeout = caddy.Duration(dur)
 			case "bot_timeout":
 				h.BotTimeout = caddy.Duration(dur)
+			case "ring_timeout":
+				h.RingTimeout = caddy.Duration(dur)
 			default:
 				h.MaxConnectAge = caddy.Duration(dur)
 			}
@@ -300,4 +373,7 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 }
 
 // Interface guards
-var _ caddyfile.Unmarshaler = (*Handler)(nil)
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*API)(nil)
+)

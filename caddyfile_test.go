@@ -173,3 +173,42 @@ func TestResolveSecretNamesTheVariable(t *testing.T) {
 		}
 	}
 }
+
+func TestUnmarshalAPICaddyfile(t *testing.T) {
+	tests := []struct {
+		name    string
+		give    string
+		want    API
+		wantErr string
+	}{
+		{name: "token", give: "whatsapp_calls_api {\n token {env.T}\n}", want: API{Token: "{env.T}"}},
+		{
+			name: "token and twilio", give: "whatsapp_calls_api {\n token t\n twilio_auth_token {env.TW}\n}",
+			want: API{Token: "t", TwilioAuthToken: "{env.TW}"},
+		},
+		{name: "no token", give: "whatsapp_calls_api {\n twilio_auth_token x\n}", wantErr: "token is required"},
+		{name: "no block", give: `whatsapp_calls_api`, wantErr: "token is required"},
+		{name: "argument", give: "whatsapp_calls_api /x {\n token t\n}", wantErr: "wrong argument count"},
+		{name: "duplicate", give: "whatsapp_calls_api {\n token t\n token u\n}", wantErr: "token already specified"},
+		{name: "two values", give: "whatsapp_calls_api {\n token t u\n}", wantErr: "wrong argument count"},
+		{name: "unknown", give: "whatsapp_calls_api {\n bearer t\n}", wantErr: "unrecognized subdirective 'bearer'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got API
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.give))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("UnmarshalCaddyfile(%q) = %v; want error containing %q", tt.give, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("UnmarshalCaddyfile(%q) = %v; want nil", tt.give, err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("UnmarshalCaddyfile(%q) = %+v; want %+v", tt.give, got, tt.want)
+			}
+		})
+	}
+}

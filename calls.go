@@ -27,6 +27,9 @@ type graphAPI interface {
 	Accept(ctx context.Context, phoneNumberID, callID, answerSDP, bizOpaqueCallbackData string) error
 	Reject(ctx context.Context, phoneNumberID, callID string) error
 	Terminate(ctx context.Context, phoneNumberID, callID string) error
+	Connect(ctx context.Context, phoneNumberID string, req whatsapp.ConnectRequest) (string, error)
+	CallPermission(ctx context.Context, phoneNumberID, userWaID string) (*whatsapp.Permission, error)
+	SendPermissionRequest(ctx context.Context, phoneNumberID string, req whatsapp.PermissionRequest) (string, error)
 }
 
 // Durations of the registry's bookkeeping.
@@ -59,8 +62,13 @@ const (
 // Errors that explain why a call ended.
 var (
 	errCallerHungUp = errors.New("caller hung up")
-	errShutdown     = errors.New("server stopping")
-	errOverCapacity = errors.New("max_calls reached")
+	// errHungUpByAPI ends a call hung up through the control API.
+	errHungUpByAPI = errors.New("hung up through the control api")
+	// errHungUpByBotREST ends a call whose bot hung up through the
+	// Twilio-compatible REST route.
+	errHungUpByBotREST = errors.New("bot hung up through the twilio rest api")
+	errShutdown        = errors.New("server stopping")
+	errOverCapacity    = errors.New("max_calls reached")
 )
 
 // registry owns every live call of one Meta app. It is shared, through a
@@ -79,6 +87,8 @@ type registry struct {
 
 	mu        sync.Mutex
 	live      map[string]*call
+	placing   int                    // outbound calls being placed: slots held, not yet in live
+	early     map[string]*earlyEvent // webhooks for ids not (yet) live while placing
 	seen      map[string]time.Time
 	lastPrune time.Time
 	now       func() time.Time
@@ -97,6 +107,9 @@ type callConfig struct {
 	acceptTimeout time.Duration
 	maxConnectAge time.Duration
 	callbackData  string // biz_opaque_callback_data template; "" sends none
+	ringTimeout   time.Duration
+	notify        *notifier // status_callback; nil sends none
+	phoneNumbers  map[string]struct{}
 }
 
 // loadRegistry returns the registry under key, creating it on first use.
@@ -114,6 +127,7 @@ func newRegistry(m *metrics) *registry {
 		ctx:     ctx,
 		cancel:  cancel,
 		live:    make(map[string]*call),
+		early:   make(map[string]*earlyEvent),
 		seen:    make(map[string]time.Time),
 		now:     time.Now,
 	}
@@ -146,11 +160,41 @@ func (r *registry) sessions() []*media.Session {
 // call is one call's identity and its hang-up signal. Its goroutine, run by
 // the registry, owns the media session.
 type call struct {
-	ev       whatsapp.CallEvent
-	received time.Time
-	ctx      context.Context
-	hangup   context.CancelCauseFunc
-	session  atomic.Pointer[media.Session] // set once media is set up
+	ev        whatsapp.CallEvent
+	direction string // directionInbound or directionOutbound
+	received  time.Time
+	ctx       context.Context
+	hangup    context.CancelCauseFunc
+	session   atomic.Pointer[media.Session] // set once media is set up
+	botURL    string                        // the bot's URL without its query, for the call list
+
+	state      atomic.Pointer[string]
+	answeredAt atomic.Int64                       // unix nanoseconds; 0 until answered
+	ended      atomic.Pointer[whatsapp.CallEvent] // Meta's terminate, once it came
+	out        *outboundEvents                    // outbound calls only
+}
+
+// Call directions in the control API and the status callbacks.
+const (
+	directionInbound  = "inbound"
+	directionOutbound = "outbound"
+)
+
+// Call states in the control API.
+const (
+	stateConnecting = "connecting" // inbound: answering; outbound: answered by the user, bot and media connecting
+	statePlacing    = "placing"    // outbound: connect sent, not ringing yet
+	stateRinging    = "ringing"    // outbound: the user's phone rings
+	stateAnswered   = "answered"   // media and bot connected
+)
+
+func (c *call) setState(s string) { c.state.Store(&s) }
+
+func (c *call) stateName() string {
+	if p := c.state.Load(); p != nil {
+		return *p
+	}
+	return stateConnecting
 }
 
 // connect starts a call for a connect event with cfg, the config of the
@@ -180,7 +224,7 @@ func (r *registry) connect(ev whatsapp.CallEvent, cfg callConfig) {
 	}
 	r.remember(id)
 	link := r.link
-	if len(r.live) >= cfg.maxCalls {
+	if len(r.live)+r.placing >= cfg.maxCalls {
 		r.wg.Add(1)
 		r.mu.Unlock()
 		go func() {
@@ -196,7 +240,7 @@ func (r *registry) connect(ev whatsapp.CallEvent, cfg callConfig) {
 		return
 	}
 	ctx, hangup := context.WithCancelCause(r.ctx)
-	c := &call{ev: ev, received: r.now(), ctx: ctx, hangup: hangup}
+	c := &call{ev: ev, direction: directionInbound, received: r.now(), ctx: ctx, hangup: hangup, botURL: redactQuery(cfg.bot.url)}
 	r.live[id] = c
 	r.wg.Add(1)
 	r.mu.Unlock()
@@ -250,6 +294,7 @@ func (r *registry) terminate(ev whatsapp.CallEvent, cfg callConfig) {
 	c := r.live[ev.Call.ID]
 	if c == nil {
 		r.remember(ev.Call.ID)
+		r.stashEarly(ev.Call.ID, func(e *earlyEvent) { e.terminate = &ev })
 	}
 	logger := cfg.logger
 	link := r.link
@@ -262,6 +307,7 @@ func (r *registry) terminate(ev whatsapp.CallEvent, cfg callConfig) {
 	}
 	r.mu.Unlock()
 	if c != nil {
+		c.ended.Store(&ev)
 		c.hangup(errCallerHungUp)
 	}
 	logger.Info("call terminated by meta",
@@ -388,7 +434,10 @@ func (r *registry) run(c *call, cfg callConfig) {
 	}
 	sess.StartPlayout()
 	answered := time.Now()
+	c.answeredAt.Store(answered.UnixNano())
+	c.setState(stateAnswered)
 	log.Info("call answered", zap.Duration("setup", answered.Sub(c.received)))
+	cfg.notify.send(c.statusEvent(eventAnswered))
 
 	var ended error
 	select {
@@ -404,6 +453,11 @@ func (r *registry) run(c *call, cfg callConfig) {
 
 	st := sess.Stats()
 	r.metrics.callEnded(resultAnswered, "", st)
+	ev := c.statusEvent(eventEnded)
+	ev.Reason = "completed_" + endedBy(ended)
+	ev.DurationSeconds = time.Since(answered).Seconds()
+	c.addTerminate(&ev)
+	cfg.notify.send(ev)
 	log.Info("call ended",
 		zap.String("result", resultAnswered),
 		zap.String("ended_by", endedBy(ended)),
@@ -420,6 +474,10 @@ func (r *registry) run(c *call, cfg callConfig) {
 func (r *registry) fail(c *call, cfg callConfig, err error, reason string) {
 	if errors.Is(context.Cause(c.ctx), errCallerHungUp) {
 		r.metrics.callEnded(resultMissed, "caller_hung_up", media.Stats{})
+		ev := c.statusEvent(eventEnded)
+		ev.Reason = "caller_hung_up"
+		c.addTerminate(&ev)
+		cfg.notify.send(ev)
 		cfg.logger.Info("call ended", zap.String("call_id", c.ev.Call.ID),
 			zap.String("result", resultMissed), zap.Duration("duration", time.Since(c.received)))
 		return
@@ -463,6 +521,10 @@ func (r *registry) failAccept(c *call, cfg callConfig, err error) {
 		}
 	}
 	r.metrics.callEnded(resultFailed, "graph_accept", media.Stats{})
+	ev := c.statusEvent(eventEnded)
+	ev.Reason = "graph_accept"
+	ev.Errors = metaErrors(err)
+	cfg.notify.send(ev)
 	cfg.logger.Warn("call ended", fields...)
 }
 
@@ -544,6 +606,10 @@ func (r *registry) reject(cfg callConfig, ev whatsapp.CallEvent, cause error, re
 		fields = append(fields, zap.NamedError("reject_error", err))
 	}
 	r.metrics.callEnded(resultRejected, reason, media.Stats{})
+	cfg.notify.send(statusEvent{
+		Event: eventEnded, CallID: ev.Call.ID, Direction: directionInbound, PhoneNumberID: ev.PhoneNumberID,
+		From: ev.Call.From, TwilioCallSID: bot.TwilioCallSID(ev.Call.ID), Reason: reason, Errors: metaErrors(cause),
+	})
 	cfg.logger.Warn("call ended", fields...)
 }
 
@@ -563,6 +629,10 @@ func endedBy(err error) string {
 		return "shutdown"
 	case errors.Is(err, errRemoteHangup):
 		return "remote"
+	case errors.Is(err, errHungUpByAPI):
+		return "api"
+	case errors.Is(err, errHungUpByBotREST):
+		return "bot"
 	case errors.Is(err, media.ErrBotHangup):
 		return "bot"
 	case errors.Is(err, media.ErrBotFailed):

@@ -2,6 +2,7 @@ package whatsappcalls
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"sync"
 	"testing"
@@ -12,10 +13,22 @@ import (
 	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
 )
 
-// recordingGraph is a graphAPI that records the actions asked of it.
+// recordingGraph is a graphAPI that records the actions asked of it. For
+// business-initiated calls it answers connect with connectID (or
+// connectErr) and call_permissions with permission (or permErr).
 type recordingGraph struct {
 	mu      sync.Mutex
 	actions []string
+
+	connectID  string
+	connectErr error
+	permission *whatsapp.Permission
+	permErr    error
+	offers     []string // the offers connect was sent
+	placed     int
+	// onConnect, if set, runs before connect returns the call id, as
+	// webhooks that overtake connect's answer do.
+	onConnect func(id, offer string)
 }
 
 func (g *recordingGraph) record(action, callID string) error {
@@ -39,6 +52,48 @@ func (g *recordingGraph) Reject(_ context.Context, _, callID string) error {
 
 func (g *recordingGraph) Terminate(_ context.Context, _, callID string) error {
 	return g.record("terminate", callID)
+}
+
+func (g *recordingGraph) Connect(_ context.Context, _ string, req whatsapp.ConnectRequest) (string, error) {
+	g.mu.Lock()
+	g.offers = append(g.offers, req.OfferSDP)
+	g.mu.Unlock()
+	_ = g.record("connect", req.To+req.Recipient)
+	if g.connectErr != nil {
+		return "", g.connectErr
+	}
+	g.mu.Lock()
+	g.placed++
+	id := g.connectID
+	if id == "" {
+		id = fmt.Sprintf("wacid.OUT%d", g.placed)
+	}
+	g.mu.Unlock()
+	if g.onConnect != nil {
+		g.onConnect(id, req.OfferSDP)
+	}
+	return id, nil
+}
+
+func (g *recordingGraph) CallPermission(_ context.Context, _, user string) (*whatsapp.Permission, error) {
+	_ = g.record("call_permissions", user)
+	if g.permErr != nil {
+		return nil, g.permErr
+	}
+	if g.permission == nil {
+		return &whatsapp.Permission{Status: whatsapp.PermissionPermanent}, nil
+	}
+	return g.permission, nil
+}
+
+func (g *recordingGraph) SendPermissionRequest(_ context.Context, _ string, req whatsapp.PermissionRequest) (string, error) {
+	return "wamid.TEST", g.record("call_permission_request", req.To+req.Recipient)
+}
+
+func (g *recordingGraph) calls() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.actions...)
 }
 
 func connectEvent(id string) whatsapp.CallEvent {

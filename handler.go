@@ -90,12 +90,16 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request) error {
 	for _, ev := range hook.CallEvents() {
 		h.dispatch(rt, ev)
 	}
-	// Statuses report the progress of business-initiated calls, which this
-	// handler does not place (yet): acknowledged and left alone.
+	// Statuses report the progress of business-initiated calls: those this
+	// handler placed follow them; others are left alone.
 	for _, st := range hook.CallStatuses() {
-		if c := h.webhooks.Check(zapcore.DebugLevel, "call status ignored"); c != nil {
+		if c := h.webhooks.Check(zapcore.DebugLevel, "call status"); c != nil {
 			c.Write(zap.String("call_id", st.ID), zap.String("status", st.Status))
 		}
+		rt.calls.status(st)
+	}
+	for _, pr := range hook.PermissionReplies() {
+		h.permissionReply(rt, pr)
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
@@ -121,11 +125,13 @@ func (h *Handler) dispatch(rt *running, ev whatsapp.CallEvent) {
 	}
 	switch {
 	case ev.Call.IsConnect() && ev.Call.IsAnswer():
-		// The answer to a call the business placed (here or with another
-		// app on the account): never ours to pre-accept or reject.
-		if c := h.webhooks.Check(zapcore.DebugLevel, "connect with an sdp answer ignored"); c != nil {
+		// The answer to a call the business placed: the call we placed
+		// takes it; one that another app on the account placed is never
+		// ours to pre-accept or reject, and is left alone.
+		if c := h.webhooks.Check(zapcore.DebugLevel, "connect with an sdp answer"); c != nil {
 			c.Write(zap.String("call_id", ev.Call.ID), zap.String("direction", ev.Call.Direction))
 		}
+		rt.calls.answer(ev)
 	case ev.Call.IsConnect():
 		rt.calls.connect(ev, rt.cfg)
 	case ev.Call.IsTerminate():
@@ -135,6 +141,41 @@ func (h *Handler) dispatch(rt *running, ev whatsapp.CallEvent) {
 			c.Write(zap.String("call_id", ev.Call.ID), zap.String("event", ev.Call.Event))
 		}
 	}
+}
+
+// permissionReply logs a user's answer to a call permission request and
+// passes it to the status callback, so that a business can call back once
+// the user accepts. The user's number is logged at debug level only.
+func (h *Handler) permissionReply(rt *running, pr whatsapp.PermissionReply) {
+	if h.phoneNumbers != nil {
+		if _, ok := h.phoneNumbers[pr.PhoneNumberID]; !ok {
+			return
+		}
+	}
+	h.webhooks.Info("call permission reply",
+		zap.String("phone_number_id", pr.PhoneNumberID),
+		zap.String("response", pr.Reply.Response),
+		zap.Bool("is_permanent", pr.Reply.IsPermanent),
+		zap.String("response_source", pr.Reply.ResponseSource))
+	if c := h.webhooks.Check(zapcore.DebugLevel, "call permission reply from"); c != nil {
+		c.Write(zap.String("from", pr.From), zap.String("from_user_id", pr.FromUserID))
+	}
+	reply := &permissionReply{
+		Response:       pr.Reply.Response,
+		IsPermanent:    pr.Reply.IsPermanent,
+		ResponseSource: pr.Reply.ResponseSource,
+		MessageID:      pr.MessageID,
+		FromUserID:     pr.FromUserID,
+	}
+	if !pr.Reply.Expires.IsZero() {
+		t := pr.Reply.Expires.Time()
+		reply.Expires = &t
+	}
+	ev := statusEvent{Event: eventPermissionReply, PhoneNumberID: pr.PhoneNumberID, From: pr.From, Permission: reply}
+	if !pr.Timestamp.IsZero() {
+		ev.Timestamp = pr.Timestamp.Time()
+	}
+	rt.cfg.notify.send(ev)
 }
 
 // Interface guards

@@ -174,6 +174,26 @@ type Handler struct {
 	// warning), since cut opaque data would be wrong data. Default: none.
 	BizOpaqueCallbackData string `json:"biz_opaque_callback_data,omitempty"`
 
+	// How long a business-initiated call may ring before it is ended as
+	// not answered (and terminated toward Meta). Default: 60s.
+	RingTimeout caddy.Duration `json:"ring_timeout,omitempty"`
+
+	// An http(s) URL that receives one JSON POST per call event (initiated,
+	// ringing, answered, ended) and per call permission reply. Deliveries
+	// are retried (3 attempts, 1s then 2s apart) and never hold up a call.
+	// Default: none.
+	StatusCallback string `json:"status_callback,omitempty"`
+
+	// The key of the HMAC-SHA256 signature of each status callback, sent
+	// as X-Whatsapp-Calls-Signature: sha256=<hex of HMAC(key, timestamp +
+	// "." + body)> with X-Whatsapp-Calls-Timestamp. Use a placeholder such
+	// as {env.STATUS_CALLBACK_SECRET}. Default: not signed.
+	StatusCallbackSecret string `json:"status_callback_secret,omitempty"`
+
+	// Headers added to each status callback request (for example
+	// Authorization); values may use {env.*}. Default: none.
+	StatusCallbackHeaders http.Header `json:"status_callback_headers,omitempty"`
+
 	// Shares the calls of several nodes behind a load balancer through
 	// Redis. Default: none (one node, no Redis).
 	Cluster *ClusterConfig `json:"cluster,omitempty"`
@@ -186,7 +206,8 @@ type Handler struct {
 
 	graph      *whatsapp.Client
 	engineCfg  media.EngineConfig // UDPMux is set when the app starts
-	callCfg    callConfig         // engine is set when the app starts
+	callCfg    callConfig         // engine and notify are set when the app starts
+	callback   *callbackConfig    // status_callback, resolved; nil if none
 	clusterCfg *cluster.Config    // nil on one node; the app's start attaches it
 	app        *App
 	holds      *handlerHolds
@@ -300,6 +321,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		OpusComplexity: -1,
 		Logger:         h.logger.Named("media"),
 	}
+	if h.StatusCallback != "" {
+		cb, err := h.callbackConfig()
+		if err != nil {
+			return err
+		}
+		h.callback = &cb
+	}
 	h.metrics = loadMetrics(ctx.GetMetricsRegistry())
 	h.callCfg = callConfig{
 		logger:        h.logger.Named("calls"),
@@ -310,6 +338,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		acceptTimeout: time.Duration(h.AcceptTimeout),
 		maxConnectAge: time.Duration(h.MaxConnectAge),
 		callbackData:  h.BizOpaqueCallbackData,
+		ringTimeout:   time.Duration(h.RingTimeout),
+		phoneNumbers:  h.phoneNumbers,
 	}
 
 	if h.Cluster != nil {
@@ -327,6 +357,38 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.app = app.(*App)
 	h.app.register(h)
 	return nil
+}
+
+// callbackConfig resolves the status_callback settings: the URL's
+// placeholders (an unset {env.*} fails the load), the secret, and the
+// headers' values.
+func (h *Handler) callbackConfig() (callbackConfig, error) {
+	u, err := resolveOption("status_callback", h.StatusCallback)
+	if err != nil {
+		return callbackConfig{}, err
+	}
+	if err := checkCallbackURL(u); err != nil {
+		return callbackConfig{}, err
+	}
+	cb := callbackConfig{url: u}
+	if h.StatusCallbackSecret != "" {
+		if cb.secret, err = resolveSecret("status_callback_secret", h.StatusCallbackSecret); err != nil {
+			return cb, err
+		}
+	}
+	if len(h.StatusCallbackHeaders) > 0 {
+		cb.header = make(http.Header, len(h.StatusCallbackHeaders))
+		for name, values := range h.StatusCallbackHeaders {
+			for _, v := range values {
+				rv, err := resolveOption("status_callback_header "+name, v)
+				if err != nil {
+					return cb, err
+				}
+				cb.header.Add(name, rv)
+			}
+		}
+	}
+	return cb, nil
 }
 
 func (h *Handler) applyDefaults() {
@@ -367,6 +429,9 @@ func (h *Handler) applyDefaults() {
 	}
 	if h.MaxConnectAge == 0 {
 		h.MaxConnectAge = caddy.Duration(DefaultMaxConnectAge)
+	}
+	if h.RingTimeout == 0 {
+		h.RingTimeout = caddy.Duration(DefaultRingTimeout)
 	}
 }
 

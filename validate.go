@@ -76,6 +76,14 @@ func (h *Handler) check() error {
 	if h.MaxConnectAge < 0 {
 		return fmt.Errorf("max_connect_age: must be a positive duration such as 60s")
 	}
+	if h.RingTimeout < 0 {
+		return fmt.Errorf("ring_timeout: must be a positive duration such as 60s")
+	}
+	if h.StatusCallback != "" {
+		if err := checkCallbackURL(h.StatusCallback); err != nil {
+			return err
+		}
+	}
 	if n := utf8.RuneCountInString(h.BizOpaqueCallbackData); n > maxCallbackData {
 		return fmt.Errorf("biz_opaque_callback_data is %d characters; Meta takes at most %d", n, maxCallbackData)
 	}
@@ -143,6 +151,17 @@ func checkGraphURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("graph_url %q: not an http(s) URL", raw)
+	}
+	return nil
+}
+
+func checkCallbackURL(raw string) error {
+	if hasPlaceholder(raw) {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("status_callback %q: not an http(s) URL", raw)
 	}
 	return nil
 }

@@ -154,6 +154,71 @@ func TestBrowserCall(t *testing.T) {
 	if got := actionNames(simCall(t, base, callID2)); got != "pre_accept accept terminate" {
 		t.Errorf("Graph actions of call 2 = %q; want %q", got, "pre_accept accept terminate")
 	}
+
+	// Call 3: the business calls the page through the control API; the
+	// page rings, answers, hears the echo, and the business hangs up.
+	callID3 := placeBusinessCall(t, base)
+	st = waitPage(t, ctx, "call 3 rings on the page", func(s pageState) bool {
+		return s.State == simulator.StateIncoming && s.CallID == callID3
+	})
+	run(t, ctx, "answer call 3", chromedp.Click(chromedp.CSS("#answer")))
+	st = waitPage(t, ctx, "call 3 accepted", func(s pageState) bool { return s.State == simulator.StateAccepted })
+	st = waitPage(t, ctx, "the echo in call 3", func(s pageState) bool {
+		return s.BotLevel > 0.01 && math.Abs(s.BotPeakHz-toneHz) < 50
+	})
+	t.Logf("business-initiated call: echo heard at %.0f Hz, %d packets", st.BotPeakHz, st.PacketsReceived)
+	controlAPI(t, http.MethodDelete, base+"/control/calls/"+callID3, "", http.StatusOK)
+	st = waitPage(t, ctx, "call 3 ended by the business", func(s pageState) bool { return s.State == simulator.StateEnded })
+	if st.By != "business" {
+		t.Errorf("call 3 ended by %q; want business", st.By)
+	}
+
+	// Call 4: the page declines.
+	callID4 := placeBusinessCall(t, base)
+	waitPage(t, ctx, "call 4 rings on the page", func(s pageState) bool {
+		return s.State == simulator.StateIncoming && s.CallID == callID4
+	})
+	run(t, ctx, "decline call 4", chromedp.Click(chromedp.CSS("#decline")))
+	st = waitPage(t, ctx, "call 4 declined", func(s pageState) bool { return s.State == simulator.StateRejected })
+	if info := simCall(t, base, callID4); len(info.Webhooks) < 3 || info.Webhooks[1].Status != "REJECTED" {
+		t.Errorf("webhooks of call 4 = %+v; want RINGING, REJECTED, terminate", info.Webhooks)
+	}
+}
+
+// placeBusinessCall places a business-initiated call to the simulator's
+// user through the control API and returns its call id.
+func placeBusinessCall(t *testing.T, base string) string {
+	t.Helper()
+	body := controlAPI(t, http.MethodPost, base+"/control/calls", `{"to":"15551234567","phone_number_id":"100000000000001"}`, http.StatusCreated)
+	id, _ := body["call_id"].(string)
+	if id == "" {
+		t.Fatalf("POST /control/calls = %v; want a call id", body)
+	}
+	return id
+}
+
+// controlAPI sends one control API request and checks its status.
+func controlAPI(t *testing.T, method, url, body string, want int) map[string]any {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer e2e-api-token")
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s = %d %v; want %d", method, url, resp.StatusCode, out, want)
+	}
+	return out
 }
 
 func findChromium() string {
@@ -230,6 +295,11 @@ func startCaddy(t *testing.T, dir string) string {
 			graph_url    %[1]s/graph
 			udp_port     0
 			ice_networks 127.0.0.0/8
+		}
+	}
+	handle_path /control/* {
+		whatsapp_calls_api {
+			token e2e-api-token
 		}
 	}
 	handle /bot* {

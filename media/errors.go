@@ -12,6 +12,11 @@ var (
 	// parse, offered no Opus audio, or pion refused it.
 	ErrBadOffer = errors.New("unusable sdp offer")
 
+	// ErrBadAnswer means the SDP answer to our offer (a business-initiated
+	// call) could not be used: it did not parse, had no Opus audio, or
+	// pion refused it.
+	ErrBadAnswer = errors.New("unusable sdp answer")
+
 	// ErrBotUnavailable means the bot WebSocket could not be dialed or did not
 	// complete its opening handshake. It wraps the dial error.
 	ErrBotUnavailable = errors.New("bot unavailable")

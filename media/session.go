@@ -159,23 +159,7 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		cfg.Bot.Logger = logger.Named("bot")
 	}
 
-	if cfg.PlayoutLimit <= 0 {
-		cfg.PlayoutLimit = DefaultPlayoutLimit
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	s := &Session{
-		engine:       e,
-		logger:       logger,
-		hooks:        cfg.Hooks,
-		playoutLimit: cfg.PlayoutLimit,
-		ctx:          sctx,
-		cancel:       cancel,
-		ready:        make(chan struct{}),
-		stateCh:      make(chan struct{}, 1),
-		connected:    make(chan struct{}),
-		done:         make(chan struct{}),
-	}
-	s.gate.init(cfg.HoldPlayout)
+	s := e.newSession(logger, cfg.Hooks, cfg.HoldPlayout, cfg.PlayoutLimit)
 
 	type dialResult struct {
 		conn *bot.Conn
@@ -213,23 +197,57 @@ func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, e
 		if s.pc != nil {
 			_ = s.pc.Close()
 		}
-		cancel()
+		s.cancel()
 		return nil, err
 	}
 	s.answer = answer
+	if err := s.start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
+// newSession returns a Session with its channels and context, not yet
+// connected to a peer or a bot. A playoutLimit of 0 means
+// DefaultPlayoutLimit.
+func (e *Engine) newSession(logger *zap.Logger, hooks Hooks, holdPlayout bool, playoutLimit int) *Session {
+	if playoutLimit <= 0 {
+		playoutLimit = DefaultPlayoutLimit
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	s := &Session{
+		engine:       e,
+		logger:       logger,
+		hooks:        hooks,
+		playoutLimit: playoutLimit,
+		ctx:          sctx,
+		cancel:       cancel,
+		ready:        make(chan struct{}),
+		stateCh:      make(chan struct{}, 1),
+		connected:    make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+	s.gate.init(holdPlayout)
+	return s
+}
+
+// start runs a Session whose peer, bot and audio are set up: it starts the
+// state watcher, the bot reader, the RTCP drain and the delivery to the
+// bot, lets the RTP reader in, and registers s with its engine. On error s
+// is closed.
+func (s *Session) start() error {
 	s.wg.Add(4)
 	go s.watch()
 	go s.readBot()
 	go s.drainRTCP()
 	go s.deliverLoop()
 	close(s.ready)
-	if err := e.register(s); err != nil {
+	if err := s.engine.register(s); err != nil {
 		_ = s.Close()
-		return nil, err
+		return err
 	}
-	logger.Debug("media session ready", zap.Int("bot_sample_rate", s.rate))
-	return s, nil
+	s.logger.Debug("media session ready", zap.Int("bot_sample_rate", s.rate))
+	return nil
 }
 
 // setupAudio builds the codecs and buffers at the bot's sample rate, with

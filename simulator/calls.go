@@ -21,6 +21,10 @@ import (
 const (
 	// StateRinging: the connect webhook is being or has been delivered.
 	StateRinging = "ringing"
+	// StateIncoming: the business is calling the page (a
+	// business-initiated call); the first event carries the business's
+	// SDP offer.
+	StateIncoming = "incoming"
 	// StatePreAccepted: the business sent pre_accept with its answer SDP.
 	StatePreAccepted = "pre_accepted"
 	// StateAccepted: the business sent accept.
@@ -41,6 +45,8 @@ const (
 	ReasonBusinessRejected = "business_rejected"
 	// ReasonCallerHungUp: the page hung up.
 	ReasonCallerHungUp = "caller_hung_up"
+	// ReasonDeclined: the page declined a business-initiated call.
+	ReasonDeclined = "declined"
 )
 
 // Who ended a call.
@@ -98,6 +104,9 @@ type WebhookDelivery struct {
 type CallInfo struct {
 	// ID is the WhatsApp call id ("wacid." and random characters).
 	ID string `json:"id"`
+	// Direction is USER_INITIATED (the page called) or BUSINESS_INITIATED
+	// (the business called the page).
+	Direction string `json:"direction"`
 	// State is one of the State* constants.
 	State string `json:"state"`
 	// Reason says why a call reached a final state.
@@ -119,9 +128,13 @@ type CallInfo struct {
 // call is the simulator's record of one call. mu guards every field below
 // it; events only grows, so a slice of it stays valid after unlocking.
 type call struct {
-	id      string
-	offer   string
-	created time.Time
+	id       string
+	offer    string
+	created  time.Time
+	outbound bool // business-initiated: offer is the business's
+	// bizOpaque is the connect's biz_opaque_callback_data, echoed in
+	// statuses.
+	bizOpaque string
 
 	mu       sync.Mutex
 	state    string
@@ -147,16 +160,21 @@ func (c *call) emit(at time.Time, state, reason, by, sdp string) {
 func (c *call) info() CallInfo {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	direction := directionUser
+	if c.outbound {
+		direction = directionBusiness
+	}
 	return CallInfo{
-		ID:       c.id,
-		State:    c.state,
-		Reason:   c.reason,
-		By:       c.by,
-		Created:  c.created,
-		Accepted: c.accepted,
-		Ended:    c.ended,
-		Actions:  slices.Clone(c.actions),
-		Webhooks: slices.Clone(c.webhooks),
+		ID:        c.id,
+		Direction: direction,
+		State:     c.state,
+		Reason:    c.reason,
+		By:        c.by,
+		Created:   c.created,
+		Accepted:  c.accepted,
+		Ended:     c.ended,
+		Actions:   slices.Clone(c.actions),
+		Webhooks:  slices.Clone(c.webhooks),
 	}
 }
 
@@ -297,7 +315,7 @@ func (s *Simulator) HangUp(ctx context.Context, callID string) error {
 }
 
 func (s *Simulator) sendTerminate(ctx context.Context, c *call, status string, started, ended time.Time) error {
-	body, err := s.terminatePayload(c.id, status, started, ended)
+	body, err := s.terminatePayload(c, status, started, ended)
 	if err != nil {
 		return fmt.Errorf("encode terminate webhook: %w", err)
 	}

@@ -102,6 +102,27 @@ func TestDemoCaddyfilePlacesACall(t *testing.T) {
 	if got := c.Received(); got < 25 {
 		t.Errorf("caller received %d RTP packets; want the demo's audio (≥ 25, half a second)", got)
 	}
+
+	// The README's curl line: the business calls the simulated user, and
+	// the call rings on the page.
+	req, _ := http.NewRequest(http.MethodPost, base+"/control/calls", strings.NewReader(`{"to":"15551234567"}`))
+	req.Header.Set("Authorization", "Bearer demo-api-token")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		CallID string `json:"call_id"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || out.CallID == "" {
+		t.Fatalf("POST /control/calls = %s %+v; want 201 with a call id", resp.Status, out)
+	}
+	if got := simCall(t, base, out.CallID); got.State != simulator.StateIncoming || got.Direction != "BUSINESS_INITIATED" {
+		t.Errorf("the business's call in the simulator = %+v; want it ringing on the page", got)
+	}
 }
 
 // waitAnswer reads the call's event stream until an event carries the

@@ -6,7 +6,9 @@
 //     It serves a web page with a Call button, wraps the browser's WebRTC offer
 //     in a signed connect webhook posted to whatsapp_calls, and fakes the
 //     Graph API calls endpoint (pre_accept, accept, reject, terminate) so that
-//     the answer SDP reaches the browser and either side can hang up.
+//     the answer SDP reaches the browser and either side can hang up. It
+//     plays Meta's side of business-initiated calls too: connect rings the
+//     page, which answers or declines, and call permissions are granted.
 //   - http.handlers.whatsapp_bot is a demo voice bot: a WebSocket server that
 //     speaks the twilio and vonage dialects server-side, echoes the caller's
 //     audio back after a short delay (or plays a beep pattern), reports DTMF,

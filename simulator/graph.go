@@ -25,6 +25,7 @@ type graphRequest struct {
 	CallID           string          `json:"call_id"`
 	Action           string          `json:"action"`
 	To               string          `json:"to"`
+	Recipient        string          `json:"recipient"`
 	Session          *webhookSession `json:"session"`
 	BizOpaque        string          `json:"biz_opaque_callback_data"`
 }
@@ -52,6 +53,13 @@ func invalidParam(format string, args ...any) *graphError {
 // serveGraph fakes POST {graph_url}/{version}/{phone_number_id}/calls.
 func (s *Simulator) serveGraph(w http.ResponseWriter, r *http.Request) {
 	req, gerr := s.parseGraph(r)
+	if gerr == nil && req.Action == "connect" {
+		var id string
+		if id, gerr = s.connect(req); gerr == nil {
+			writeJSON(w, http.StatusOK, map[string]any{"messaging_product": "whatsapp", "calls": []map[string]string{{"id": id}}})
+			return
+		}
+	}
 	if gerr == nil {
 		gerr = s.applyGraph(req)
 	}
@@ -75,30 +83,8 @@ func (s *Simulator) serveGraph(w http.ResponseWriter, r *http.Request) {
 // parseGraph authenticates and decodes a Graph API request.
 func (s *Simulator) parseGraph(r *http.Request) (graphRequest, *graphError) {
 	var req graphRequest
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.AccessToken)) != 1 {
-		return req, &graphError{
-			status:  http.StatusUnauthorized,
-			Message: "Invalid OAuth access token - Cannot parse access token",
-			Type:    "OAuthException",
-			Code:    190,
-		}
-	}
-	if id := r.PathValue("phone_number_id"); id != s.PhoneNumberID {
-		return req, &graphError{
-			status:  http.StatusBadRequest,
-			Message: fmt.Sprintf("Unsupported post request. Object with ID '%s' does not exist, cannot be loaded due to missing permissions, or does not support this operation", id),
-			Type:    "GraphMethodException",
-			Code:    100,
-		}
-	}
-	if !validGraphVersion(r.PathValue("version")) {
-		return req, &graphError{
-			status:  http.StatusBadRequest,
-			Message: fmt.Sprintf("Unknown path components: /%s", r.PathValue("version")),
-			Type:    "OAuthException",
-			Code:    2500,
-		}
+	if gerr := s.checkGraphAuth(r); gerr != nil {
+		return req, gerr
 	}
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 		return req, invalidParam("Content-Type must be application/json")
@@ -107,32 +93,77 @@ func (s *Simulator) parseGraph(r *http.Request) (graphRequest, *graphError) {
 	if err := dec.Decode(&req); err != nil {
 		return req, invalidParam("Invalid JSON body: %v", err)
 	}
+	return req, s.checkCallAction(&req)
+}
+
+// checkGraphAuth checks the bearer token, the phone number id and the
+// version of a Graph API request.
+func (s *Simulator) checkGraphAuth(r *http.Request) *graphError {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(s.AccessToken)) != 1 {
+		return &graphError{
+			status:  http.StatusUnauthorized,
+			Message: "Invalid OAuth access token - Cannot parse access token",
+			Type:    "OAuthException",
+			Code:    190,
+		}
+	}
+	if id := r.PathValue("phone_number_id"); id != s.PhoneNumberID {
+		return &graphError{
+			status:  http.StatusBadRequest,
+			Message: fmt.Sprintf("Unsupported post request. Object with ID '%s' does not exist, cannot be loaded due to missing permissions, or does not support this operation", id),
+			Type:    "GraphMethodException",
+			Code:    100,
+		}
+	}
+	if !validGraphVersion(r.PathValue("version")) {
+		return &graphError{
+			status:  http.StatusBadRequest,
+			Message: fmt.Sprintf("Unknown path components: /%s", r.PathValue("version")),
+			Type:    "OAuthException",
+			Code:    2500,
+		}
+	}
+	return nil
+}
+
+// checkCallAction checks the body of a call action as Meta does.
+func (s *Simulator) checkCallAction(req *graphRequest) *graphError {
 	if req.MessagingProduct != "whatsapp" {
-		return req, invalidParam("The parameter messaging_product is required and must be whatsapp")
+		return invalidParam("The parameter messaging_product is required and must be whatsapp")
 	}
 	switch req.Action {
 	case "pre_accept", "accept":
 		if req.Session == nil {
-			return req, invalidParam("The parameter session is required for %s", req.Action)
+			return invalidParam("The parameter session is required for %s", req.Action)
 		}
 		if req.Session.SDPType != "answer" {
-			return req, invalidParam("Invalid parameter session.sdp_type %q: must be answer", req.Session.SDPType)
+			return invalidParam("Invalid parameter session.sdp_type %q: must be answer", req.Session.SDPType)
 		}
 		if err := checkAnswer(req.Session.SDP); err != nil {
-			return req, invalidParam("Invalid parameter session.sdp: %v", err)
+			return invalidParam("Invalid parameter session.sdp: %v", err)
 		}
 	case "reject", "terminate":
 	case "connect":
-		return req, invalidParam("Business-initiated calls are not supported by the simulator")
+		if req.Session == nil || req.Session.SDPType != "offer" {
+			return invalidParam("The parameter session with sdp_type offer is required for connect")
+		}
+		if err := checkOffer(req.Session.SDP); err != nil {
+			return invalidParam("Invalid parameter session.sdp: %v", err)
+		}
+		if (req.To == "") == (req.Recipient == "") {
+			return invalidParam("Exactly one of the parameters to and recipient is required")
+		}
+		return nil
 	case "":
-		return req, invalidParam("The parameter action is required")
+		return invalidParam("The parameter action is required")
 	default:
-		return req, invalidParam("Invalid parameter action %q", req.Action)
+		return invalidParam("Invalid parameter action %q", req.Action)
 	}
 	if req.CallID == "" {
-		return req, invalidParam("The parameter call_id is required")
+		return invalidParam("The parameter call_id is required")
 	}
-	return req, nil
+	return nil
 }
 
 // validGraphVersion accepts versions such as v23.0.

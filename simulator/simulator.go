@@ -51,7 +51,14 @@ const (
 //     POST /api/calls/{id}/hangup that sends a signed `terminate` webhook;
 //   - a fake Graph API at POST /graph/{version}/{phone_number_id}/calls that
 //     checks the bearer token and the request body like Meta does and
-//     answers {"success":true};
+//     answers {"success":true}, or, for connect (a business-initiated
+//     call), the new call id: the call then rings on the page, which
+//     answers with POST /api/calls/{id}/answer or declines with
+//     POST /api/calls/{id}/decline, and the simulator sends the statuses
+//     and the connect webhook with the page's answer as Meta does;
+//   - GET /graph/{version}/{phone_number_id}/call_permissions (a temporary
+//     permission) and POST .../messages for the call permission request,
+//     which the simulated user accepts at once;
 //   - GET /api/calls, the calls with every Graph action and webhook
 //     delivery, as JSON.
 //
@@ -315,6 +322,10 @@ func (s *Simulator) routes() *http.ServeMux {
 	mux.HandleFunc("GET /api/calls/{id}/events", s.serveEvents)
 	mux.HandleFunc("POST /api/calls/{id}/hangup", s.serveHangup)
 	mux.HandleFunc("POST /graph/{version}/{phone_number_id}/calls", s.serveGraph)
+	mux.HandleFunc("GET /graph/{version}/{phone_number_id}/call_permissions", s.servePermissions)
+	mux.HandleFunc("POST /graph/{version}/{phone_number_id}/messages", s.serveMessages)
+	mux.HandleFunc("POST /api/calls/{id}/answer", s.serveAnswer)
+	mux.HandleFunc("POST /api/calls/{id}/decline", s.serveDecline)
 	return mux
 }
 

@@ -297,7 +297,7 @@ func TestGraphRequestErrors(t *testing.T) {
 		{name: "no candidates", url: callsURL, token: testToken, contentType: "application/json", body: graphBody(id, "pre_accept", "answer", noCandidates), wantStatus: 400, wantCode: 100, wantMsg: "candidates"},
 		{name: "unknown call", url: callsURL, token: testToken, contentType: "application/json", body: graphBody("wacid.none", "terminate", "", ""), wantStatus: 400, wantCode: 100, wantMsg: "unknown call"},
 		{name: "unknown action", url: callsURL, token: testToken, contentType: "application/json", body: graphBody(id, "hold", "", ""), wantStatus: 400, wantCode: 100, wantMsg: "action"},
-		{name: "business-initiated", url: callsURL, token: testToken, contentType: "application/json", body: graphBody("", "connect", "offer", testOffer), wantStatus: 400, wantCode: 100, wantMsg: "not supported"},
+		{name: "business-initiated offer without a fingerprint", url: callsURL, token: testToken, contentType: "application/json", body: graphBody("", "connect", "offer", testOffer), wantStatus: 400, wantCode: 100, wantMsg: "no sha-256 fingerprint"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

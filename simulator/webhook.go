@@ -36,7 +36,9 @@ type webhookValue struct {
 	MessagingProduct string           `json:"messaging_product"`
 	Metadata         webhookMetadata  `json:"metadata"`
 	Contacts         []webhookContact `json:"contacts,omitempty"`
-	Calls            []webhookCall    `json:"calls"`
+	Calls            []webhookCall    `json:"calls,omitempty"`
+	Statuses         []webhookStatus  `json:"statuses,omitempty"`
+	Messages         []webhookMessage `json:"messages,omitempty"`
 }
 
 type webhookMetadata struct {
@@ -87,23 +89,26 @@ func (s *Simulator) connectPayload(callID, offer string, at time.Time) ([]byte, 
 		To:        s.DisplayPhoneNumber,
 		Event:     "connect",
 		Timestamp: unixString(at),
-		Direction: "USER_INITIATED",
+		Direction: directionUser,
 		Session:   &webhookSession{SDPType: "offer", SDP: offer},
 	}, true))
 }
 
 // terminatePayload builds the terminate webhook. started is when the call
 // was accepted (zero if it never was).
-func (s *Simulator) terminatePayload(callID, status string, started, ended time.Time) ([]byte, error) {
+func (s *Simulator) terminatePayload(c *call, status string, started, ended time.Time) ([]byte, error) {
 	wc := webhookCall{
-		ID:        callID,
+		ID:        c.id,
 		From:      s.Caller,
 		To:        s.DisplayPhoneNumber,
 		Event:     "terminate",
 		Timestamp: unixString(ended),
-		Direction: "USER_INITIATED",
+		Direction: directionUser,
 		Status:    status,
 		EndTime:   unixString(ended),
+	}
+	if c.outbound {
+		wc.From, wc.To, wc.Direction = s.DisplayPhoneNumber, s.Caller, directionBusiness
 	}
 	var d int64
 	if !started.IsZero() {
@@ -115,22 +120,32 @@ func (s *Simulator) terminatePayload(callID, status string, started, ended time.
 }
 
 func (s *Simulator) envelope(wc webhookCall, withContact bool) webhookPayload {
-	v := webhookValue{
+	v := s.value()
+	v.Calls = []webhookCall{wc}
+	if withContact {
+		v.Contacts = []webhookContact{{Profile: webhookProfile{Name: s.CallerName}, WaID: s.Caller}}
+	}
+	return s.wrap("calls", v)
+}
+
+// value is the start of every webhook value: the business number.
+func (s *Simulator) value() webhookValue {
+	return webhookValue{
 		MessagingProduct: "whatsapp",
 		Metadata: webhookMetadata{
 			DisplayPhoneNumber: s.DisplayPhoneNumber,
 			PhoneNumberID:      s.PhoneNumberID,
 		},
-		Calls: []webhookCall{wc},
 	}
-	if withContact {
-		v.Contacts = []webhookContact{{Profile: webhookProfile{Name: s.CallerName}, WaID: s.Caller}}
-	}
+}
+
+// wrap puts one change of field into a webhook envelope.
+func (s *Simulator) wrap(field string, v webhookValue) webhookPayload {
 	return webhookPayload{
 		Object: "whatsapp_business_account",
 		Entry: []webhookEntry{{
 			ID:      businessAccountID,
-			Changes: []webhookChange{{Field: "calls", Value: v}},
+			Changes: []webhookChange{{Field: field, Value: v}},
 		}},
 	}
 }

@@ -46,8 +46,10 @@ const (
 	sdpTypeOffer  = "offer"
 )
 
-// Client calls the Graph API's call actions:
-// POST {BaseURL}/{Version}/{phone_number_id}/calls.
+// Client calls the Graph API's calling endpoints: the call actions
+// (POST {BaseURL}/{Version}/{phone_number_id}/calls), call permissions
+// (GET .../call_permissions) and the permission request message
+// (POST .../messages).
 //
 // The zero value is usable once AccessToken is set. A Client is safe for
 // concurrent use; do not change its fields after first use (to rotate the
@@ -122,21 +124,43 @@ func (c *Client) Terminate(ctx context.Context, phoneNumberID, callID string) er
 	return err
 }
 
-// Connect places a business-initiated call to the WhatsApp user to (a wa_id)
-// with an SDP offer, and returns the new call's ID. Progress then arrives
-// as status webhooks, and the answer in a connect webhook.
-func (c *Client) Connect(ctx context.Context, phoneNumberID, to, offerSDP string) (callID string, err error) {
+// ConnectRequest is what Connect sends to place a business-initiated
+// call. Exactly one of To and Recipient is set.
+type ConnectRequest struct {
+	// To is the user's WhatsApp id (their phone number without "+").
+	To string
+	// Recipient is the user's business-scoped user id (BSUID, "US.1349..."),
+	// for users identified by a username instead of a shared number.
+	Recipient string
+	// OfferSDP is our SDP offer. It is sensitive: never logged.
+	OfferSDP string
+	// BizOpaqueCallbackData, if set, is echoed by Meta in the call's later
+	// webhooks (statuses and terminate). Meta takes at most 512 characters.
+	BizOpaqueCallbackData string
+}
+
+// Connect places a business-initiated call with an SDP offer, and returns
+// the new call's ID from Meta's answer
+// {"messaging_product":"whatsapp","calls":[{"id":"wacid..."}]}. Progress
+// then arrives as status webhooks (RINGING, ACCEPTED, REJECTED) and the
+// user's SDP answer as a connect webhook. Without the user's call
+// permission Meta refuses with an *APIError of code CodeNoPermission.
+func (c *Client) Connect(ctx context.Context, phoneNumberID string, req ConnectRequest) (callID string, err error) {
 	switch {
-	case to == "":
-		return "", actionErr(actionConnect, "", fmt.Errorf("%w: to", ErrMissingParameter))
-	case offerSDP == "":
+	case req.To == "" && req.Recipient == "":
+		return "", actionErr(actionConnect, "", fmt.Errorf("%w: to or recipient", ErrMissingParameter))
+	case req.To != "" && req.Recipient != "":
+		return "", actionErr(actionConnect, "", errors.New("both to and recipient given: want one"))
+	case req.OfferSDP == "":
 		return "", actionErr(actionConnect, "", fmt.Errorf("%w: offer sdp", ErrMissingParameter))
 	}
 	body := actionRequest{
-		MessagingProduct: "whatsapp",
-		To:               to,
-		Action:           actionConnect,
-		Session:          &sessionBody{SDPType: sdpTypeOffer, SDP: offerSDP},
+		MessagingProduct:      "whatsapp",
+		To:                    req.To,
+		Recipient:             req.Recipient,
+		Action:                actionConnect,
+		Session:               &sessionBody{SDPType: sdpTypeOffer, SDP: req.OfferSDP},
+		BizOpaqueCallbackData: req.BizOpaqueCallbackData,
 	}
 	resp, err := c.do(ctx, actionConnect, phoneNumberID, "", body)
 	if err != nil {
@@ -151,6 +175,7 @@ type actionRequest struct {
 	MessagingProduct      string       `json:"messaging_product"`
 	CallID                string       `json:"call_id,omitempty"`
 	To                    string       `json:"to,omitempty"`
+	Recipient             string       `json:"recipient,omitempty"`
 	Action                string       `json:"action"`
 	Session               *sessionBody `json:"session,omitempty"`
 	BizOpaqueCallbackData string       `json:"biz_opaque_callback_data,omitempty"`
@@ -204,19 +229,54 @@ func (c *Client) do(ctx context.Context, action, phoneNumberID, callID string, b
 // post sends body to the calls endpoint and decodes the response. It
 // returns the HTTP status for error context.
 func (c *Client) post(ctx context.Context, action, phoneNumberID, callID string, body actionRequest) (*actionResponse, int, error) {
-	if c.AccessToken == "" {
-		return nil, 0, fmt.Errorf("%w: access token", ErrMissingParameter)
-	}
 	if action != actionConnect && callID == "" {
 		return nil, 0, fmt.Errorf("%w: call id", ErrMissingParameter)
 	}
-	endpoint, err := c.endpoint(phoneNumberID)
+	var resp actionResponse
+	status, err := c.send(ctx, request{
+		op: action, method: http.MethodPost, phoneNumberID: phoneNumberID, edge: "calls", callID: callID, body: body,
+	}, &resp)
 	if err != nil {
-		return nil, 0, err
+		return nil, status, err
 	}
-	payload, err := json.Marshal(body)
+	if resp.Error != nil {
+		return nil, status, c.newAPIError(status, resp.Error)
+	}
+	return &resp, status, nil
+}
+
+// request is one Graph API request.
+type request struct {
+	op            string // for logs: the action or operation name
+	method        string
+	phoneNumberID string
+	edge          string     // "calls", "messages", "call_permissions"
+	query         url.Values // may be nil
+	callID        string     // for logs; may be ""
+	body          any        // JSON-encoded; nil sends no body
+}
+
+// send sends req and decodes a 2xx JSON response into out. A non-2xx
+// status is an *APIError; a 2xx body that is not JSON wraps ErrNotSuccess.
+// It returns the HTTP status for error context.
+func (c *Client) send(ctx context.Context, req request, out any) (int, error) {
+	if c.AccessToken == "" {
+		return 0, fmt.Errorf("%w: access token", ErrMissingParameter)
+	}
+	endpoint, err := c.url(req.phoneNumberID, req.edge)
 	if err != nil {
-		return nil, 0, fmt.Errorf("encode request: %w", err)
+		return 0, err
+	}
+	if len(req.query) > 0 {
+		endpoint += "?" + req.query.Encode()
+	}
+	var payload io.Reader
+	if req.body != nil {
+		b, err := json.Marshal(req.body)
+		if err != nil {
+			return 0, fmt.Errorf("encode request: %w", err)
+		}
+		payload = bytes.NewReader(b)
 	}
 
 	if timeout := c.timeout(); timeout > 0 {
@@ -224,25 +284,33 @@ func (c *Client) post(ctx context.Context, action, phoneNumberID, callID string,
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(payload))
+	httpReq, err := http.NewRequestWithContext(ctx, req.method, endpoint, payload)
 	if err != nil {
-		return nil, 0, fmt.Errorf("build request: %w", err)
+		return 0, fmt.Errorf("build request: %w", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.AccessToken)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
+	httpReq.Header.Set("Authorization", "Bearer "+c.AccessToken)
+	if payload != nil {
+		httpReq.Header.Set("Content-Type", "application/json")
+	}
+	httpReq.Header.Set("Accept", "application/json")
 
 	start := time.Now()
-	httpResp, err := c.httpClient().Do(req)
+	httpResp, err := c.httpClient().Do(httpReq)
 	if err != nil {
-		c.logRequest(action, phoneNumberID, callID, 0, start, err)
-		return nil, 0, err
+		// The URL can hold a user's number (call_permissions?user_wa_id=):
+		// keep it out of the error.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = fmt.Errorf("%s %s: %w", uerr.Op, req.edge, uerr.Err)
+		}
+		c.logRequest(req.op, req.phoneNumberID, req.callID, 0, start, err)
+		return 0, err
 	}
 	defer httpResp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(httpResp.Body, MaxResponseSize+1))
-	c.logRequest(action, phoneNumberID, callID, httpResp.StatusCode, start, err)
+	c.logRequest(req.op, req.phoneNumberID, req.callID, httpResp.StatusCode, start, err)
 	if err != nil {
-		return nil, httpResp.StatusCode, fmt.Errorf("read response (http %d): %w", httpResp.StatusCode, err)
+		return httpResp.StatusCode, fmt.Errorf("read response (http %d): %w", httpResp.StatusCode, err)
 	}
 	tooLarge := len(raw) > MaxResponseSize
 	if tooLarge {
@@ -251,19 +319,15 @@ func (c *Client) post(ctx context.Context, action, phoneNumberID, callID string,
 
 	status := httpResp.StatusCode
 	if status < 200 || status > 299 {
-		return nil, status, c.apiError(status, raw)
+		return status, c.apiError(status, raw)
 	}
 	if tooLarge {
-		return nil, status, fmt.Errorf("%w: more than %d bytes (http %d)", ErrResponseTooLarge, MaxResponseSize, status)
+		return status, fmt.Errorf("%w: more than %d bytes (http %d)", ErrResponseTooLarge, MaxResponseSize, status)
 	}
-	var resp actionResponse
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		return nil, status, fmt.Errorf("%w: unexpected body (http %d): %q", ErrNotSuccess, status, snippet(raw, c.AccessToken))
+	if err := json.Unmarshal(raw, out); err != nil {
+		return status, fmt.Errorf("%w: unexpected body (http %d): %q", ErrNotSuccess, status, snippet(raw, c.AccessToken))
 	}
-	if resp.Error != nil {
-		return nil, status, c.newAPIError(status, resp.Error)
-	}
-	return &resp, status, nil
+	return status, nil
 }
 
 // apiError builds the error for a non-2xx response body.
@@ -290,9 +354,9 @@ func (c *Client) newAPIError(status int, g *graphError) *APIError {
 	}
 }
 
-// endpoint returns the calls URL of phoneNumberID, escaping each path
-// segment.
-func (c *Client) endpoint(phoneNumberID string) (string, error) {
+// url returns the URL of phoneNumberID's edge ("calls", "messages",
+// "call_permissions"), escaping each path segment.
+func (c *Client) url(phoneNumberID, edge string) (string, error) {
 	if phoneNumberID == "" {
 		return "", fmt.Errorf("%w: phone number id", ErrMissingParameter)
 	}
@@ -313,7 +377,7 @@ func (c *Client) endpoint(phoneNumberID string) (string, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", errors.New("invalid graph base url: want http(s)://host[/path]")
 	}
-	return strings.TrimRight(base, "/") + "/" + url.PathEscape(version) + "/" + url.PathEscape(phoneNumberID) + "/calls", nil
+	return strings.TrimRight(base, "/") + "/" + url.PathEscape(version) + "/" + url.PathEscape(phoneNumberID) + "/" + edge, nil
 }
 
 // timeout returns the per-request timeout, or 0 for none.

@@ -130,11 +130,21 @@ func TestClientActions(t *testing.T) {
 			name:  "connect",
 			reply: `{"messaging_product":"whatsapp","calls":[{"id":"wacid.NEW"}]}`,
 			call: func(ctx context.Context, c *Client, phone string) (string, error) {
-				return c.Connect(ctx, phone, "15551234567", testSDP)
+				return c.Connect(ctx, phone, ConnectRequest{To: "15551234567", OfferSDP: testSDP})
 			},
 			wantPath: "/v23.0/" + testPhone + "/calls",
 			wantBody: `{"messaging_product":"whatsapp","to":"15551234567","action":"connect","session":{"sdp_type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"}}`,
 			wantID:   "wacid.NEW",
+		},
+		{
+			name:  "connect to a bsuid with callback data",
+			reply: `{"messaging_product":"whatsapp","calls":[{"id":"wacid.HBgLMTU1NTEyMzQ1NjcVAgASGCA"}]}`,
+			call: func(ctx context.Context, c *Client, phone string) (string, error) {
+				return c.Connect(ctx, phone, ConnectRequest{Recipient: "US.13491208655302741918", OfferSDP: testSDP, BizOpaqueCallbackData: "reminder-7"})
+			},
+			wantPath: "/v23.0/" + testPhone + "/calls",
+			wantBody: `{"messaging_product":"whatsapp","recipient":"US.13491208655302741918","action":"connect","session":{"sdp_type":"offer","sdp":"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\n"},"biz_opaque_callback_data":"reminder-7"}`,
+			wantID:   "wacid.HBgLMTU1NTEyMzQ1NjcVAgASGCA",
 		},
 		{
 			name:    "custom version and escaped phone number id",
@@ -279,7 +289,7 @@ func TestClientErrors(t *testing.T) {
 			c, _, _ := newGraph(t, tt.reply)
 			var err error
 			if tt.connect {
-				_, err = c.Connect(context.Background(), testPhone, "15551234567", testSDP)
+				_, err = c.Connect(context.Background(), testPhone, ConnectRequest{To: "15551234567", OfferSDP: testSDP})
 			} else {
 				err = c.PreAccept(context.Background(), testPhone, testCallID, testSDP)
 			}
@@ -346,16 +356,16 @@ func TestClientMissingParameters(t *testing.T) {
 			name:  "no recipient for connect",
 			token: testToken,
 			call: func(ctx context.Context, c *Client) error {
-				_, err := c.Connect(ctx, testPhone, "", testSDP)
+				_, err := c.Connect(ctx, testPhone, ConnectRequest{OfferSDP: testSDP})
 				return err
 			},
-			wantSubstr: "connect call: missing required parameter: to",
+			wantSubstr: "connect call: missing required parameter: to or recipient",
 		},
 		{
 			name:  "no offer for connect",
 			token: testToken,
 			call: func(ctx context.Context, c *Client) error {
-				_, err := c.Connect(ctx, testPhone, "15551234567", "")
+				_, err := c.Connect(ctx, testPhone, ConnectRequest{To: "15551234567"})
 				return err
 			},
 			wantSubstr: "connect call: missing required parameter: offer sdp",

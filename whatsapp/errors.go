@@ -93,3 +93,34 @@ func (e *APIError) Error() string {
 	}
 	return b.String()
 }
+
+// Graph API error codes of the Calling API that callers act on. Meta
+// documents them in its calling troubleshooting reference; codes 138019 to
+// 138023 arrive only in terminate webhooks, never from the Client.
+const (
+	// CodeRateLimited (HTTP 429) is answered when an app fetched call
+	// permissions too often.
+	CodeRateLimited = 613
+	// CodeConcurrentCallLimit means the business number already has the
+	// most concurrent calls Meta allows (1,000).
+	CodeConcurrentCallLimit = 138002
+	// CodeNoPermission means the user has not granted the business
+	// permission to call them, or it expired or was revoked.
+	CodeNoPermission = 138006
+	// CodeCallLimit means the limit of connected business-initiated calls
+	// to this user in 24 hours (100) is reached.
+	CodeCallLimit = 138012
+)
+
+// IsCode reports whether err is, or wraps, an *APIError with Graph error
+// code code.
+func IsCode(err error, code int) bool {
+	var apiErr *APIError
+	return errors.As(err, &apiErr) && apiErr.Code == code
+}
+
+// ErrNoPermission is wrapped by Permission.CanCall when the user has not
+// granted the business permission to call them (or Meta reports that a
+// call cannot be started now): Connect would fail with CodeNoPermission or
+// CodeCallLimit.
+var ErrNoPermission = errors.New("no call permission from the user")

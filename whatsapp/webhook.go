@@ -72,6 +72,9 @@ type Value struct {
 	// Statuses report the progress of business-initiated calls (and, in
 	// "messages" changes, of messages).
 	Statuses []Status `json:"statuses,omitempty"`
+	// Messages are the messages of a "messages" change; only the user's
+	// reply to a call permission request is modelled (see Message).
+	Messages []Message `json:"messages,omitempty"`
 	// Errors are errors reported beside the calls, for example
 	// {"code":138021,"title":"No media for a long time."} in a terminate.
 	Errors []ErrorInfo `json:"errors,omitempty"`
@@ -281,6 +284,9 @@ type Status struct {
 	Status string `json:"status,omitempty"`
 	// RecipientID is the WhatsApp ID of the called user.
 	RecipientID string `json:"recipient_id,omitempty"`
+	// RecipientUserID is the called user's business-scoped user id, for
+	// users without a shared number.
+	RecipientUserID string `json:"recipient_user_id,omitempty"`
 	// Timestamp is when the status changed.
 	Timestamp Time `json:"timestamp,omitempty"`
 	// Errors are errors reported with the status.

@@ -170,6 +170,11 @@ func newAPI(cfg Config) (*webrtc.API, ice.UDPMux, error) {
 	var mux ice.UDPMux
 	if cfg.Shape == Meta {
 		se.SetLite(true)
+		// Answering our offer (a business-initiated call), WhatsApp says
+		// a=setup:active: it is the DTLS client.
+		if err := se.SetAnsweringDTLSRole(webrtc.DTLSRoleClient); err != nil {
+			return nil, nil, fmt.Errorf("dtls role: %w", err)
+		}
 		reg := &interceptor.Registry{}
 		if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 			return nil, nil, fmt.Errorf("rtcp reports: %w", err)
@@ -217,6 +222,38 @@ func closeMux(mux ice.UDPMux) {
 
 // setup adds the track and its RTCP reader, and makes the offer.
 func (c *Caller) setup(cfg Config) error {
+	if err := c.wire(cfg, true); err != nil {
+		return err
+	}
+	offer, err := c.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("create offer: %w", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(c.pc)
+	if err := c.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("set local description: %w", err)
+	}
+	<-gathered
+	local := c.pc.LocalDescription().SDP
+	if cfg.Shape != Meta {
+		c.offer = local
+		return nil
+	}
+	p, err := paramsFromLocal(local)
+	if err != nil {
+		return fmt.Errorf("meta offer: %w", err)
+	}
+	if cfg.IPv6 && !p.ipv6.IsValid() {
+		return errors.New("meta offer: no ipv6 host candidate gathered")
+	}
+	c.offer = metaOffer(p)
+	return nil
+}
+
+// wire sets the state callbacks, adds the audio track (with Meta's mid
+// when offering in the Meta shape) and its RTCP reader, and reads the
+// remote audio.
+func (c *Caller) wire(cfg Config, offering bool) error {
 	var connOnce, failOnce sync.Once
 	c.pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
 		switch s {
@@ -235,7 +272,7 @@ func (c *Caller) setup(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("add track: %w", err)
 	}
-	if cfg.Shape == Meta {
+	if cfg.Shape == Meta && offering {
 		for _, tr := range c.pc.GetTransceivers() {
 			if tr.Sender() == sender {
 				if err := tr.SetMid(metaMid); err != nil {
@@ -271,28 +308,6 @@ func (c *Caller) setup(cfg Config) error {
 		}
 	})
 
-	offer, err := c.pc.CreateOffer(nil)
-	if err != nil {
-		return fmt.Errorf("create offer: %w", err)
-	}
-	gathered := webrtc.GatheringCompletePromise(c.pc)
-	if err := c.pc.SetLocalDescription(offer); err != nil {
-		return fmt.Errorf("set local description: %w", err)
-	}
-	<-gathered
-	local := c.pc.LocalDescription().SDP
-	if cfg.Shape != Meta {
-		c.offer = local
-		return nil
-	}
-	p, err := paramsFromLocal(local)
-	if err != nil {
-		return fmt.Errorf("meta offer: %w", err)
-	}
-	if cfg.IPv6 && !p.ipv6.IsValid() {
-		return errors.New("meta offer: no ipv6 host candidate gathered")
-	}
-	c.offer = metaOffer(p)
 	return nil
 }
 

@@ -51,3 +51,13 @@ func TestCheckParams(t *testing.T) {
 		})
 	}
 }
+
+func TestTwilioSIDsMatchStart(t *testing.T) {
+	tw := newTwilio(CallInfo{CallID: "wacid.HBgLMTU1", PhoneNumberID: "106540352242922"}, nil)
+	if got := TwilioCallSID("wacid.HBgLMTU1"); got != tw.callSID || len(got) != 34 {
+		t.Errorf("TwilioCallSID() = %q; want %q (34 characters)", got, tw.callSID)
+	}
+	if got := TwilioAccountSID("106540352242922"); got != tw.accountSID || len(got) != 34 {
+		t.Errorf("TwilioAccountSID() = %q; want %q", got, tw.accountSID)
+	}
+}

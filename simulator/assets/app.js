@@ -1,5 +1,7 @@
 // WhatsApp call simulator page: places a call to whatsapp_calls through the
-// simulator's API, the way the WhatsApp app would through Meta.
+// simulator's API, the way the WhatsApp app would through Meta, and rings
+// when the business calls (a business-initiated call placed through
+// whatsapp_calls_api), with Answer and Decline.
 //
 // Add ?processing=off to the URL to turn off the browser's echo
 // cancellation, noise suppression and gain control (tests use it, so that a
@@ -13,7 +15,8 @@
 
   // simState is the page's state, read by tests.
   const sim = {
-    state: 'idle', // idle, starting, ringing, pre_accepted, accepted, rejected, ended, failed
+    state: 'idle', // idle, starting, ringing, pre_accepted, incoming, accepted, rejected, ended, failed
+    direction: '', // user (the page called) or business (the business called the page)
     reason: '',
     by: '', // who ended the call: business or caller
     states: [], // every state this call went through
@@ -36,13 +39,14 @@
     starting: 'Starting…',
     ringing: 'Ringing…',
     pre_accepted: 'Connecting…',
+    incoming: 'The business is calling…',
     accepted: 'In call',
     rejected: 'Call declined',
     ended: 'Call ended',
     failed: 'Call failed',
   };
   const finalStates = new Set(['rejected', 'ended', 'failed']);
-  const liveStates = new Set(['starting', 'ringing', 'pre_accepted', 'accepted']);
+  const liveStates = new Set(['starting', 'ringing', 'pre_accepted', 'incoming', 'accepted']);
 
   let pc = null;
   let stream = null;
@@ -57,16 +61,19 @@
   let haveAnswer = false;
   let hangingUp = false;
   let generation = 0; // increments per call, so late answers of an old call are ignored
+  let incomingOffer = ''; // the business's offer of a business-initiated call
+  const seenIncoming = new Set();
 
   function reasonText(state, reason, by) {
     if (state === 'ended' && by === 'business') return 'the business hung up';
     if (state === 'ended' && by === 'caller') return 'you hung up';
+    if (state === 'rejected' && by === 'caller') return 'you declined the call';
     if (state === 'rejected') return 'the business declined the call';
     return reason || '';
   }
 
   function setState(state, reason = '', by = '') {
-    if (finalStates.has(sim.state) && state !== 'starting') return; // a final state stays
+    if (finalStates.has(sim.state) && state !== 'starting' && state !== 'incoming') return; // a final state stays until the next call
     sim.state = state;
     sim.reason = reason;
     sim.by = by;
@@ -77,7 +84,8 @@
     $('reason').textContent = reasonText(state, reason, by);
     const live = liveStates.has(state);
     $('call').disabled = live;
-    $('hangup').disabled = !live;
+    $('hangup').disabled = !live || state === 'incoming';
+    $('incoming').hidden = state !== 'incoming';
     for (const b of document.querySelectorAll('#keypad button')) {
       b.disabled = state !== 'accepted' && state !== 'pre_accepted';
     }
@@ -181,10 +189,9 @@
     return pc ? pc.getSenders().find((s) => s.track && s.track.kind === 'audio') : null;
   }
 
-  async function placeCall() {
-    const gen = ++generation;
+  function resetCall(direction) {
     Object.assign(sim, {
-      callId: '', states: [], error: '', dtmfSent: '', botPeakHz: 0, botEnergy: 0,
+      callId: '', direction, states: [], error: '', dtmfSent: '', botPeakHz: 0, botEnergy: 0,
       packetsReceived: 0, packetsSent: 0, canInsertDTMF: false, pcState: 'new',
     });
     acceptedAt = 0;
@@ -193,37 +200,132 @@
     $('dtmf-log').textContent = '';
     $('error').textContent = '';
     $('call-id').textContent = '-';
-    setState('starting');
-    try {
-      audioCtx = new AudioContext();
-      await audioCtx.resume();
-      stream = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
-      });
-      if (gen !== generation || sim.state !== 'starting') {
-        for (const t of stream.getTracks()) t.stop(); // hung up meanwhile
+  }
+
+  // startMedia opens the microphone and the peer connection of a call.
+  async function startMedia(gen) {
+    audioCtx = new AudioContext();
+    await audioCtx.resume();
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: processing, noiseSuppression: processing, autoGainControl: processing },
+    });
+    if (gen !== generation || !liveStates.has(sim.state)) {
+      for (const t of stream.getTracks()) t.stop(); // hung up meanwhile
+      return false;
+    }
+    micAnalyser = newAnalyser(audioCtx.createMediaStreamSource(stream));
+    pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
+    pc.ontrack = (ev) => {
+      const remote = ev.streams[0] || new MediaStream([ev.track]);
+      $('remote-audio').srcObject = remote; // Chrome decodes remote audio only when it has a sink.
+      botAnalyser = newAnalyser(audioCtx.createMediaStreamSource(remote));
+    };
+    pc.onconnectionstatechange = () => {
+      if (!pc) return;
+      sim.pcState = pc.connectionState;
+      if (pc.connectionState === 'failed' && liveStates.has(sim.state)) {
+        showError('media connection failed');
+        hangUp();
+      }
+    };
+    meterTimer = setInterval(updateMeters, 100);
+    statsTimer = setInterval(() => updateStats().catch(() => {}), 250);
+    return true;
+  }
+
+  // ring shows a business-initiated call: the first event of its stream
+  // carries the business's offer.
+  function ring(id) {
+    const gen = ++generation;
+    resetCall('business');
+    incomingOffer = '';
+    sim.callId = id;
+    $('call-id').textContent = id;
+    setState('incoming');
+    events = new EventSource(`api/calls/${encodeURIComponent(id)}/events`);
+    events.addEventListener('state', (msg) => {
+      if (gen !== generation) return;
+      const ev = JSON.parse(msg.data);
+      if (ev.state === 'incoming') {
+        if (ev.sdp) incomingOffer = ev.sdp;
         return;
       }
-      micAnalyser = newAnalyser(audioCtx.createMediaStreamSource(stream));
+      setState(ev.state, ev.reason, ev.by);
+    });
+    events.onerror = () => {
+      if (events && finalStates.has(sim.state)) events.close();
+    };
+  }
 
-      pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
-      for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
-      pc.ontrack = (ev) => {
-        const remote = ev.streams[0] || new MediaStream([ev.track]);
-        // Chrome decodes remote audio only when it has a sink.
-        $('remote-audio').srcObject = remote;
-        botAnalyser = newAnalyser(audioCtx.createMediaStreamSource(remote));
-      };
-      pc.onconnectionstatechange = () => {
-        if (!pc) return;
-        sim.pcState = pc.connectionState;
-        if (pc.connectionState === 'failed' && liveStates.has(sim.state)) {
-          showError('media connection failed');
-          hangUp();
+  async function answerCall() {
+    const gen = generation;
+    const id = sim.callId;
+    if (sim.state !== 'incoming' || !incomingOffer) return;
+    $('incoming').hidden = true;
+    $('state').textContent = 'Connecting…';
+    try {
+      if (!(await startMedia(gen))) return;
+      await pc.setRemoteDescription({ type: 'offer', sdp: incomingOffer });
+      await pc.setLocalDescription(await pc.createAnswer());
+      await waitForGathering(pc, 5000);
+      const sdp = pc.localDescription.sdp;
+      if (!sdp.includes('a=candidate:')) throw new Error('the browser gathered no ICE candidates');
+      const res = await fetch(`api/calls/${encodeURIComponent(id)}/answer`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ sdp }),
+      });
+      if (!res.ok) {
+        const body = await res.json().catch(() => ({}));
+        throw new Error(body.error || `answering: HTTP ${res.status}`);
+      }
+    } catch (err) {
+      if (gen !== generation) return;
+      showError(err);
+      setState('failed', sim.error);
+    }
+  }
+
+  async function declineCall() {
+    const id = sim.callId;
+    if (sim.state !== 'incoming') return;
+    try {
+      await fetch(`api/calls/${encodeURIComponent(id)}/decline`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: '{}',
+      });
+    } catch (err) {
+      showError(err);
+    }
+    setState('rejected', 'declined', 'caller');
+  }
+
+  // pollIncoming looks for calls the business placed while the page is idle.
+  async function pollIncoming() {
+    if (liveStates.has(sim.state)) return;
+    try {
+      const res = await fetch('api/calls');
+      const body = await res.json();
+      for (const c of body.calls || []) {
+        if (c.direction === 'BUSINESS_INITIATED' && c.state === 'incoming' && !seenIncoming.has(c.id)) {
+          seenIncoming.add(c.id);
+          if (!liveStates.has(sim.state)) ring(c.id);
         }
-      };
-      meterTimer = setInterval(updateMeters, 100);
-      statsTimer = setInterval(() => updateStats().catch(() => {}), 250);
+      }
+    } catch (err) {
+      // The next poll tries again.
+    }
+  }
+
+  async function placeCall() {
+    const gen = ++generation;
+    resetCall('user');
+    setState('starting');
+    try {
+      if (!(await startMedia(gen))) return;
+      if (sim.state !== 'starting') return;
 
       await pc.setLocalDescription(await pc.createOffer());
       await waitForGathering(pc, 5000);
@@ -338,6 +440,9 @@
   }
 
   $('call').addEventListener('click', () => placeCall());
+  $('answer').addEventListener('click', () => answerCall());
+  $('decline').addEventListener('click', () => declineCall());
+  setInterval(pollIncoming, 1000);
   $('hangup').addEventListener('click', () => hangUp());
   for (const b of document.querySelectorAll('#keypad button')) {
     b.disabled = true;
