@@ -93,6 +93,10 @@ type registry struct {
 	lastPrune time.Time
 	now       func() time.Time
 	link      *clusterLink // this registry's cluster node; nil on one node
+	// forwards are webhooks for calls other nodes placed, waiting to be
+	// forwarded; forwarding is set while a goroutine works through them.
+	forwards   []pendingEvent
+	forwarding bool
 }
 
 // callConfig is what a call needs from the config of the handler that

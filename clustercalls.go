@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/cluster"
+	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
 )
 
@@ -24,13 +26,17 @@ const (
 	hangupSwept         = "swept"          // a peer ended it as orphaned
 )
 
+// reasonNodeLost is the status callback's reason for a call that a peer
+// ended because its node died.
+const reasonNodeLost = "node_lost"
+
 // Errors that explain why a forwarded hang-up ended a call.
 var (
 	// errPeerTerminated ends a call whose lease a peer found expired and
 	// terminated toward Meta: Meta knows, like a caller's hang-up.
 	errPeerTerminated = fmt.Errorf("%w: terminated by a peer node", errCallerHungUp)
-	// errRemoteHangup ends a call that an operator or the bot hung up
-	// through another node: Meta must be told.
+	// errRemoteHangup ends a call hung up through another node for a
+	// reason this node does not know: Meta must be told.
 	errRemoteHangup = errors.New("hung up through another node")
 )
 
@@ -64,6 +70,7 @@ func (r *registry) attachCluster(cc cluster.Config, cfg callConfig) error {
 	link.cfg.Store(&cfg)
 	cc.OnHangup = r.forwardedHangup
 	cc.OnOrphan = func(c cluster.Call) { r.endOrphan(link, c) }
+	cc.OnEvent = r.forwardedEvent
 	node, err := cluster.New(cc)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -162,10 +169,15 @@ func (r *registry) forwardedHangup(id, reason string, payload []byte) {
 	logger := link.cfg.Load().logger
 	cause := errRemoteHangup
 	switch reason {
+	case hangupAPI:
+		cause = errHungUpByAPI
+	case hangupTwilioREST:
+		cause = errHungUpByBotREST
 	case hangupMetaTerminate:
 		cause = errCallerHungUp
 		var ev whatsapp.CallEvent
 		if json.Unmarshal(payload, &ev) == nil {
+			c.ended.Store(&ev) // for the status callback's reason and errors
 			logger.Info("call terminated by meta",
 				zap.String("call_id", id),
 				zap.String("status", ev.Call.Status),
@@ -198,6 +210,14 @@ func (r *registry) endOrphan(link *clusterLink, c cluster.Call) {
 		}
 	}
 	r.metrics.clusterEvent("orphan_ended")
+	direction := directionInbound
+	if c.Direction == whatsapp.DirectionBusinessInitiated {
+		direction = directionOutbound
+	}
+	cfg.notify.send(statusEvent{
+		Event: eventEnded, CallID: c.ID, Direction: direction, PhoneNumberID: c.PhoneNumberID,
+		TwilioCallSID: bot.TwilioCallSID(c.ID), Reason: reasonNodeLost,
+	})
 	cfg.logger.Warn("call of a lost node terminated toward meta", fields...)
 }
 
@@ -244,3 +264,188 @@ func (r *registry) listCalls(ctx context.Context) ([]cluster.Call, error) {
 	sort.Slice(local, func(i, j int) bool { return local[i].Started.Before(local[j].Started) })
 	return local, nil
 }
+
+// Kinds of the events forwarded to a call's owner.
+const (
+	eventKindAnswer = "answer" // Meta's connect webhook with the SDP answer
+	eventKindStatus = "status" // a statuses[] item (RINGING, ACCEPTED, REJECTED)
+)
+
+// earlyForwardWait bounds how long a webhook for an outbound call that no
+// node holds yet is retried: the placing node claims the call once Meta
+// answers its connect request, and the webhook may overtake that answer.
+const earlyForwardWait = 3 * time.Second
+
+// forwardEventLocked hands a webhook for a call that is not live here to
+// the node that owns it. The forwards of a registry run one at a time on
+// one goroutine, in the order the webhooks came, so that the owner sees
+// Meta's answer and statuses in Meta's order. r.mu must be held.
+func (r *registry) forwardEventLocked(callID, kind string, v any) {
+	link := r.link
+	if link == nil || r.ctx.Err() != nil || callID == "" {
+		return
+	}
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	r.forwards = append(r.forwards, pendingEvent{callID: callID, kind: kind, payload: payload})
+	if r.forwarding {
+		return
+	}
+	r.forwarding = true
+	r.wg.Add(1)
+	go r.forwardEvents(link)
+}
+
+// pendingEvent is a webhook waiting to be forwarded to its call's owner.
+type pendingEvent struct {
+	callID, kind string
+	payload      []byte
+}
+
+// forwardEvents forwards the queued webhooks until the queue is empty.
+func (r *registry) forwardEvents(link *clusterLink) {
+	defer r.wg.Done()
+	for {
+		r.mu.Lock()
+		if len(r.forwards) == 0 || r.ctx.Err() != nil {
+			r.forwards = nil
+			r.forwarding = false
+			r.mu.Unlock()
+			return
+		}
+		ev := r.forwards[0]
+		r.forwards = r.forwards[1:]
+		r.mu.Unlock()
+		r.forwardEvent(link, ev)
+	}
+}
+
+// forwardEvent forwards one webhook, retrying while no node holds the call
+// yet, for up to earlyForwardWait.
+func (r *registry) forwardEvent(link *clusterLink, ev pendingEvent) {
+	deadline := time.Now().Add(earlyForwardWait)
+	for {
+		owner, err := link.node.ForwardEvent(r.ctx, ev.callID, ev.kind, ev.payload)
+		if !errors.Is(err, cluster.ErrNotFound) || time.Now().After(deadline) {
+			if owner != "" && owner != link.node.ID() {
+				r.metrics.clusterEvent("event_forwarded")
+			}
+			return
+		}
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// forwardedEvent takes a webhook that another node forwarded for a call
+// this node placed. It runs on the cluster node's goroutine.
+func (r *registry) forwardedEvent(callID string, ev cluster.Event) {
+	r.metrics.clusterEvent("event_received")
+	switch ev.Kind {
+	case eventKindAnswer:
+		var ce whatsapp.CallEvent
+		if json.Unmarshal(ev.Payload, &ce) == nil && ce.Call.ID == callID {
+			r.takeAnswer(ce)
+		}
+	case eventKindStatus:
+		var st whatsapp.Status
+		if json.Unmarshal(ev.Payload, &st) == nil && st.ID == callID {
+			r.takeStatus(st)
+		}
+	}
+}
+
+// clusterHangup forwards a control API or Twilio REST hang-up of a call
+// that is not live here to its owner, and returns the owner's node id, or
+// "" when no registry knows the call.
+func clusterHangup(ctx context.Context, id, reason string) string {
+	for _, reg := range directory.registries() {
+		reg.mu.Lock()
+		link := reg.link
+		reg.mu.Unlock()
+		if link == nil {
+			continue
+		}
+		owner, err := link.node.Forward(ctx, id, reason, nil)
+		if owner != "" && owner != link.node.ID() && (err == nil || errors.Is(err, cluster.ErrOwnerUnreachable)) {
+			reg.metrics.clusterEvent("hangup_forwarded")
+			return owner
+		}
+	}
+	return ""
+}
+
+// clusterFindTwilio finds, in the cluster-wide call lists, the call whose
+// twilio-dialect ids are accountSID and callSID.
+func clusterFindTwilio(ctx context.Context, accountSID, callSID string) (cluster.Call, bool) {
+	for _, reg := range directory.registries() {
+		reg.mu.Lock()
+		link := reg.link
+		reg.mu.Unlock()
+		if link == nil {
+			continue
+		}
+		calls, err := link.node.List(ctx)
+		if err != nil {
+			continue
+		}
+		for _, c := range calls {
+			if bot.TwilioCallSID(c.ID) == callSID && bot.TwilioAccountSID(c.PhoneNumberID) == accountSID {
+				return c, true
+			}
+		}
+	}
+	return cluster.Call{}, false
+}
+
+// withCluster adds to a registry's own list the calls that other nodes of
+// its cluster hold. It reports false when Redis could not be asked.
+func (r *registry) withCluster(ctx context.Context, local []callView) ([]callView, bool) {
+	r.mu.Lock()
+	link := r.link
+	r.mu.Unlock()
+	if link == nil {
+		return local, true
+	}
+	self := link.node.ID()
+	for i := range local {
+		local[i].Node = self
+	}
+	calls, err := link.node.List(ctx)
+	if err != nil {
+		return local, false
+	}
+	have := make(map[string]bool, len(local))
+	for _, v := range local {
+		have[v.CallID] = true
+	}
+	for _, c := range calls {
+		if have[c.ID] {
+			continue
+		}
+		v := callView{
+			CallID: c.ID, Direction: directionInbound, State: stateRemote, Started: c.Started.UTC(),
+			PhoneNumberID: c.PhoneNumberID, TwilioCallSID: bot.TwilioCallSID(c.ID), Node: c.Node,
+		}
+		if c.Direction == whatsapp.DirectionBusinessInitiated {
+			v.Direction = directionOutbound
+		}
+		if c.Orphaned {
+			v.State = stateOrphaned
+		}
+		local = append(local, v)
+	}
+	slices.SortFunc(local, func(a, b callView) int { return a.Started.Compare(b.Started) })
+	return local, true
+}
+
+// States of calls that other nodes hold, in the control API's list.
+const (
+	stateRemote   = "remote"   // live on another node of the cluster
+	stateOrphaned = "orphaned" // its node died; a peer is ending it
+)

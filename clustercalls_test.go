@@ -69,8 +69,9 @@ func TestClusterForwardedHangup(t *testing.T) {
 		want   error
 	}{
 		{hangupMetaTerminate, errCallerHungUp},
-		{hangupAPI, errRemoteHangup},
-		{hangupTwilioREST, errRemoteHangup},
+		{hangupAPI, errHungUpByAPI},
+		{hangupTwilioREST, errHungUpByBotREST},
+		{"unknown", errRemoteHangup},
 	}
 	s := redistest.Start(t, "")
 	peer := peerNode(t, s, "peer")

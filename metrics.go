@@ -83,7 +83,7 @@ func newMetrics() *metrics {
 		}, bufferedSeconds),
 		cluster: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "cluster_events_total",
-			Help: "Cluster events on this node: hangup_forwarded (to a call's owner), hangup_received (from another node), orphan_ended (a lost node's call terminated toward Meta), redis_unavailable (a connect answered without Redis).",
+			Help: "Cluster events on this node: hangup_forwarded (to a call's owner), hangup_received (from another node), event_forwarded and event_received (answer and status webhooks of business-initiated calls), orphan_ended (a lost node's call terminated toward Meta), redis_unavailable (a connect answered without Redis).",
 		}, []string{"event"}),
 	}
 }
