@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +28,7 @@ import (
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/redistest"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/tone"
+	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 )
 
 // The cluster test runs real Caddy processes (a process-wide Caddy cannot
@@ -50,6 +53,7 @@ type clusterGraph struct {
 	*httptest.Server
 	mu     sync.Mutex
 	byCall map[string][]clusterAction
+	placed int // connect requests: business-initiated calls placed
 }
 
 type clusterAction struct {
@@ -68,15 +72,28 @@ func newClusterGraph(t *testing.T) *clusterGraph {
 				SDP string `json:"sdp"`
 			} `json:"session"`
 		}
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/call_permissions") {
+			io.WriteString(w, `{"messaging_product":"whatsapp","permission":{"status":"temporary","expiration_time":1900000000},`+
+				`"actions":[{"action_name":"start_call","can_perform_action":true}]}`)
+			return
+		}
 		if r.Header.Get("Authorization") != "Bearer "+testAccess || json.NewDecoder(r.Body).Decode(&body) != nil {
 			w.WriteHeader(http.StatusBadRequest)
 			io.WriteString(w, `{"error":{"message":"Invalid parameter","type":"OAuthException","code":100}}`)
 			return
 		}
 		g.mu.Lock()
+		if body.Action == "connect" {
+			g.placed++
+			body.CallID = fmt.Sprintf("wacid.CLUSTER-OUT%d", g.placed)
+		}
 		g.byCall[body.CallID] = append(g.byCall[body.CallID], clusterAction{Action: body.Action, SDP: body.Session.SDP, At: time.Now()})
 		g.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
+		if body.Action == "connect" {
+			fmt.Fprintf(w, `{"messaging_product":"whatsapp","calls":[{"id":%q}]}`, body.CallID)
+			return
+		}
 		io.WriteString(w, `{"success":true}`)
 	}))
 	t.Cleanup(g.Close)
@@ -138,6 +155,16 @@ func newClusterBot(t *testing.T) *clusterBot {
 		b.wg.Wait()
 	})
 	return b
+}
+
+// stopped reports whether the call's socket has ended.
+func (c *botCall) stopped() bool {
+	select {
+	case <-c.ended:
+		return true
+	default:
+		return false
+	}
 }
 
 func (b *clusterBot) url() string { return "ws" + strings.TrimPrefix(b.URL, "http") }
@@ -354,8 +381,14 @@ http://%[1]s {
 			claim_ttl %[10]s
 		}
 	}
+	handle_path /api/* {
+		whatsapp_calls_api {
+			token %[11]s
+			twilio_auth_token %[12]s
+		}
+	}
 }
-`, n.httpAdr, testSecret, testToken, testAccess, botURL, graphURL, n.udpPort, redisAddr, n.id, clusterClaimTTL)
+`, n.httpAdr, testSecret, testToken, testAccess, botURL, graphURL, n.udpPort, redisAddr, n.id, clusterClaimTTL, apiToken, twilioToken)
 }
 
 func lbCaddyfile(addr string, nodes []*clusterNode) string {
@@ -649,5 +682,147 @@ func TestClusterThreeNodes(t *testing.T) {
 				t.Logf("%s: %s", n.id, sc.Text())
 			}
 		}
+	}
+}
+
+// clusterAPI sends one control API request to a node and decodes the JSON
+// answer.
+func clusterAPI(t *testing.T, n *clusterNode, method, path string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = strings.NewReader(string(b))
+	}
+	req, _ := http.NewRequest(method, "http://"+n.httpAdr+"/api"+path, rd)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return do(t, req)
+}
+
+// listed returns the calls a node's control API lists, by call id.
+func listed(t *testing.T, n *clusterNode) map[string]map[string]any {
+	t.Helper()
+	status, out := clusterAPI(t, n, http.MethodGet, "/calls", nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /calls on %s = %d %v", n.id, status, out)
+	}
+	byID := map[string]map[string]any{}
+	calls, _ := out["calls"].([]any)
+	for _, c := range calls {
+		m := c.(map[string]any)
+		byID[m["call_id"].(string)] = m
+	}
+	return byID
+}
+
+// TestClusterControlAPIAndOutbound runs two nodes and sends everything to
+// the node that does not hold the call: the control API lists the calls of
+// both nodes, its hang-up and pipecat's Twilio REST hang-up end the call
+// on its node (which tells Meta), and a business-initiated call placed on
+// one node connects though Meta's answer, statuses and terminate webhooks
+// all land on the other.
+func TestClusterControlAPIAndOutbound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds Caddy and runs two processes")
+	}
+	redis := redistest.Start(t, clusterRedisPW)
+	graph := newClusterGraph(t)
+	bots := newClusterBot(t)
+	dir := t.TempDir()
+	bin := buildCaddy(t, dir)
+	var nodes []*clusterNode
+	for i := range 2 {
+		n := &clusterNode{id: fmt.Sprintf("api%d", i+1),
+			httpAdr: net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t))),
+			udpPort: freeUDPPort(t)}
+		n.caddyProc = startCaddy(t, bin, dir, n.id, nodeCaddyfile(n, graph.URL, bots.url(), redis.Addr()))
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		waitHTTP(t, n.caddyProc, n.httpAdr)
+	}
+	a, b := nodes[0], nodes[1]
+	hook := func(n *clusterNode) string { return "http://" + n.httpAdr + "/webhook" }
+
+	// Two calls on a; b lists them as a's.
+	x := dial(t, hook(a), graph, bots, nodes, "wacid.cluster-api-x")
+	y := dial(t, hook(a), graph, bots, nodes, "wacid.cluster-api-y")
+	if x.owner != a || y.owner != a {
+		t.Fatalf("calls answered by %s and %s; want %s", x.owner.id, y.owner.id, a.id)
+	}
+	onB := listed(t, b)
+	for _, c := range []*liveCall{x, y} {
+		v := onB[c.id]
+		if v == nil || v["node"] != a.id || v["state"] != "remote" || v["direction"] != "inbound" || v["from"] != nil {
+			t.Fatalf("b lists %s as %v; want a remote inbound call on %s without numbers", c.id, v, a.id)
+		}
+	}
+	if v := listed(t, a)[x.id]; v == nil || v["node"] != a.id || v["state"] != "answered" {
+		t.Fatalf("a lists %s as %v; want answered on %s", x.id, v, a.id)
+	}
+
+	// The control API's hang-up on b ends x on a, which tells Meta.
+	status, out := clusterAPI(t, b, http.MethodDelete, "/calls/"+x.id, nil)
+	if status != http.StatusOK || out["node"] != a.id {
+		t.Fatalf("DELETE /calls/%s on b = %d %v; want 200 naming %s", x.id, status, out, a.id)
+	}
+	waitEnded(t, x, time.Now(), 3*time.Second, "the control API's hang-up on the other node")
+	graph.wait(t, x.id, "terminate", 3*time.Second)
+
+	// pipecat's Twilio REST hang-up on b ends y on a, which tells Meta.
+	account, callSID := bot.TwilioAccountSID(testPhone), bot.TwilioCallSID(y.id)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+b.httpAdr+"/api/2010-04-01/Accounts/"+account+"/Calls/"+callSID+".json",
+		strings.NewReader(url.Values{"Status": {"completed"}}.Encode()))
+	req.SetBasicAuth(account, twilioToken)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if status, out := do(t, req); status != http.StatusOK || out["sid"] != callSID || out["status"] != "completed" {
+		t.Fatalf("Twilio hang-up of %s on b = %d %v; want 200 with the call resource", y.id, status, out)
+	}
+	waitEnded(t, y, time.Now(), 3*time.Second, "the Twilio REST hang-up on the other node")
+	graph.wait(t, y.id, "terminate", 3*time.Second)
+
+	// A call placed on a; Meta's webhooks for it all land on b.
+	status, out = clusterAPI(t, a, http.MethodPost, "/calls", map[string]any{"to": userWaID, "phone_number_id": testPhone})
+	id, _ := out["call_id"].(string)
+	if status != http.StatusCreated || id == "" {
+		t.Fatalf("POST /calls on a = %d %v; want 201 with a call id", status, out)
+	}
+	offer := graph.wait(t, id, "connect", 3*time.Second).SDP
+	user, err := caller.NewAnswerer(caller.Config{}, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { user.Close() })
+	out1 := bots.call(id)
+	signedPost(t, hook(b), statusWebhook(id, "RINGING"))
+	signedPost(t, hook(b), answerWebhook(id, user.Answer()))
+	signedPost(t, hook(b), statusWebhook(id, "ACCEPTED"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := user.WaitConnected(ctx); err != nil {
+		t.Fatalf("the user's side of %s never connected to a: %v", id, err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); out1.media.Load() == 0 && out1.stopped() == false; time.Sleep(50 * time.Millisecond) {
+		_ = user.SendPCM(tone.Sine(nil, caller.MetaSampleRate, 440, 8000, 0, caller.MetaFrameSamples))
+		if time.Now().After(deadline) {
+			t.Fatalf("the bot never heard the user of %s", id)
+		}
+	}
+	if v := listed(t, b)[id]; v == nil || v["node"] != a.id || v["direction"] != "outbound" {
+		t.Fatalf("b lists %s as %v; want an outbound call on %s", id, v, a.id)
+	}
+	sent := time.Now()
+	signedPost(t, hook(b), outboundTerminate(id))
+	select {
+	case <-out1.ended:
+		t.Logf("outbound %s: terminate on b ended it on a in %s", id, time.Since(sent))
+	case <-time.After(3 * time.Second):
+		t.Fatalf("bot of outbound %s still connected 3s after Meta's terminate on b", id)
+	}
+	if got := graph.actions(id); slices.Contains(got, "terminate") {
+		t.Errorf("Graph actions of %s = %v; want no terminate after Meta's own", id, got)
 	}
 }
