@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -128,7 +129,16 @@ func TestClusterOrphansEnded(t *testing.T) {
 				t.Fatal(err)
 			}
 			g := &failingGraph{errs: tt.errs}
-			clusteredRegistry(t, s, callConfig{logger: zap.NewNop(), graph: g, maxCalls: 10})
+			events := make(chan statusEvent, 4)
+			sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var ev statusEvent
+				_ = json.NewDecoder(r.Body).Decode(&ev)
+				events <- ev
+			}))
+			defer sink.Close()
+			n := newNotifier(callbackConfig{url: sink.URL}, zap.NewNop())
+			defer n.Destruct()
+			clusteredRegistry(t, s, callConfig{logger: zap.NewNop(), graph: g, maxCalls: 10, notify: n})
 			_ = dying.Close() // its lease runs out within a second
 			for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				g.mu.Lock()
@@ -143,6 +153,15 @@ func TestClusterOrphansEnded(t *testing.T) {
 				if time.Now().After(deadline) {
 					t.Fatalf("Graph actions after 3s = %v; want %v", got, tt.want)
 				}
+			}
+			select {
+			case ev := <-events:
+				if ev.Event != eventEnded || ev.CallID != "wacid.orphan" || ev.Reason != reasonNodeLost ||
+					ev.PhoneNumberID != "106540352242922" || ev.Direction != directionInbound {
+					t.Fatalf("status callback = %+v; want ended, node_lost, with the call's ids", ev)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("no status callback for the lost node's call")
 			}
 		})
 	}
