@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"go.uber.org/goleak"
 
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/caller"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/internal/redistest"
@@ -511,6 +512,17 @@ func mediaFlows(t *testing.T, c *liveCall, why string) {
 	}
 }
 
+// checkLeaks fails the test if a goroutine it started outlives it. It
+// must be called first, so that its check runs after every other cleanup.
+func checkLeaks(t *testing.T) {
+	t.Helper()
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		goleak.VerifyNone(t, before)
+	})
+}
+
 func buildCaddy(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "caddy")
@@ -532,6 +544,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Caddy and runs four processes")
 	}
+	checkLeaks(t)
 	redis := redistest.Start(t, clusterRedisPW)
 	graph := newClusterGraph(t)
 	bot := newClusterBot(t)
@@ -728,6 +741,7 @@ func TestClusterControlAPIAndOutbound(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds Caddy and runs two processes")
 	}
+	checkLeaks(t)
 	redis := redistest.Start(t, clusterRedisPW)
 	graph := newClusterGraph(t)
 	bots := newClusterBot(t)
