@@ -393,8 +393,11 @@ func (r *registry) run(c *call, cfg callConfig) {
 	})
 	if err != nil {
 		reason := "media"
-		if errors.Is(err, media.ErrBotUnavailable) {
+		switch {
+		case errors.Is(err, media.ErrBotUnavailable):
 			reason = "bot_unavailable"
+		case errors.Is(err, media.ErrBadOffer):
+			reason = "bad_offer" // an offer we cannot answer, such as one without Opus
 		}
 		r.fail(c, cfg, err, reason)
 		return

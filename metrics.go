@@ -25,6 +25,7 @@ type metrics struct {
 	packetsOut  prometheus.Counter
 	packetsLost prometheus.Counter
 	underruns   prometheus.Counter
+	lateFrames  prometheus.Counter
 	botDial     prometheus.Histogram
 	buffered    prometheus.Collector
 	cluster     *prometheus.CounterVec
@@ -72,6 +73,10 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "underruns_total",
 			Help: "Gaps of at most 100 ms in the bot's audio mid-speech, played as silence; counted at call end.",
 		}),
+		lateFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "late_frames_total",
+			Help: "20 ms send slots toward callers skipped because the send loop ran late (a stalled scheduler), counted at call end; no bot audio is dropped, it plays later.",
+		}),
 		botDial: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "bot_dial_seconds",
 			Help:    "Time to open the bot WebSocket, retries included.",
@@ -103,7 +108,7 @@ func bufferedSeconds() float64 {
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.active, m.calls, m.webhooks, m.setup, m.botDial, m.buffered,
-		m.packetsIn, m.packetsOut, m.packetsLost, m.underruns, m.cluster,
+		m.packetsIn, m.packetsOut, m.packetsLost, m.underruns, m.lateFrames, m.cluster,
 	}
 }
 
@@ -176,6 +181,7 @@ func (m *metrics) callEnded(result, reason string, st media.Stats) {
 	m.packetsOut.Add(float64(st.PacketsOut))
 	m.packetsLost.Add(float64(st.PacketsLost))
 	m.underruns.Add(float64(st.Underruns))
+	m.lateFrames.Add(float64(st.LateFrames))
 }
 
 func (m *metrics) clusterEvent(event string) {
