@@ -139,11 +139,21 @@ func (a *API) authorized(r *http.Request) bool {
 
 func (a *API) listCalls(w http.ResponseWriter, r *http.Request) {
 	numbers := r.URL.Query().Get("numbers") == "true"
+	ctx, cancel := contextWithTimeout(r, apiClusterBudget)
+	defer cancel()
 	calls := []callView{}
+	complete := true
 	for _, reg := range directory.registries() {
-		calls = append(calls, reg.list(numbers)...)
+		all, ok := reg.withCluster(ctx, reg.list(numbers))
+		calls = append(calls, all...)
+		complete = complete && ok
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"calls": calls})
+	body := map[string]any{"calls": calls}
+	if !complete {
+		// Redis could not be asked: the list holds this node's calls only.
+		body["cluster_unavailable"] = true
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (a *API) placeCall(w http.ResponseWriter, r *http.Request) {
@@ -184,8 +194,19 @@ func (a *API) hangupCall(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	ctx, cancel := contextWithTimeout(r, apiClusterBudget)
+	defer cancel()
+	if owner := clusterHangup(ctx, id, hangupAPI); owner != "" {
+		a.logger.Info("call hung up through the control api on another node",
+			zap.String("call_id", id), zap.String("node", owner))
+		writeJSON(w, http.StatusOK, callView{CallID: id, State: "ending", TwilioCallSID: bot.TwilioCallSID(id), Node: owner})
+		return
+	}
 	writeAPIError(w, http.StatusNotFound, "not_found", "no live call with this id", nil)
 }
+
+// apiClusterBudget bounds the Redis work of one API request.
+const apiClusterBudget = 2 * time.Second
 
 func (a *API) getPermission(w http.ResponseWriter, r *http.Request) {
 	phone := r.URL.Query().Get("phone_number_id")

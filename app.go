@@ -171,6 +171,22 @@ func (h *Handler) start() error {
 	if h.callback != nil {
 		cfg.notify, hold.notifyKey = loadNotifier(*h.callback, h.logger.Named("status_callback"))
 	}
+	if h.clusterCfg != nil {
+		// The cluster node starts with the registry's first holder and
+		// stops with its last, so that a reload keeps every lease.
+		if err := calls.attachCluster(*h.clusterCfg, cfg); err != nil {
+			_, _ = registries.Delete(hold.regKey)
+			hold.regKey = ""
+			_ = engine.Close()
+			hold.engine = nil
+			hold.releaseMux()
+			if hold.notifyKey != "" {
+				_, _ = notifiers.Delete(hold.notifyKey)
+				hold.notifyKey = ""
+			}
+			return err
+		}
+	}
 	hold.running.Store(&running{calls: calls, cfg: cfg})
 	directory.add(h)
 	return nil

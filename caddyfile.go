@@ -100,11 +100,25 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		status_callback  <url>
 //		status_callback_secret <key>
 //		status_callback_header <field> <value>
+//		cluster          <redis-host:port> {
+//			username        <user>
+//			password        <password>
+//			db              <n>
+//			tls
+//			tls_server_name <name>
+//			tls_ca          <pem-file>
+//			key_prefix      <prefix>
+//			node_id         <id>
+//			node_address    <host:port>
+//			claim_ttl       <duration>
+//		}
 //	}
 //
 // app_secret, verify_token, access_token and bot are required. bot_header,
 // bot_param, status_callback_header and ice_server may be repeated; phone_number_ids, public_ip and
 // ice_networks take one or more values and may be repeated to add more.
+// The optional cluster block shares calls between several nodes through
+// Redis; see ClusterConfig.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -331,6 +345,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.RingTimeout = caddy.Duration(dur)
 			default:
 				h.MaxConnectAge = caddy.Duration(dur)
+			}
+
+		case "cluster":
+			h.Cluster = new(ClusterConfig)
+			if err := h.Cluster.unmarshalCaddyfile(d); err != nil {
+				return err
 			}
 
 		default:

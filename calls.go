@@ -54,6 +54,9 @@ const (
 	// resultFailed is a call whose accept failed in a way that may have
 	// accepted it anyway; it was terminated toward Meta.
 	resultFailed = "failed"
+	// resultDuplicate is a connect that another node of the cluster
+	// answered (or that Meta terminated first).
+	resultDuplicate = "duplicate"
 )
 
 // Errors that explain why a call ended.
@@ -89,6 +92,11 @@ type registry struct {
 	seen      map[string]time.Time
 	lastPrune time.Time
 	now       func() time.Time
+	link      *clusterLink // this registry's cluster node; nil on one node
+	// forwards are webhooks for calls other nodes placed, waiting to be
+	// forwarded; forwarding is set while a goroutine works through them.
+	forwards   []pendingEvent
+	forwarding bool
 }
 
 // callConfig is what a call needs from the config of the handler that
@@ -138,7 +146,7 @@ func (r *registry) Destruct() error {
 	r.cancel(errShutdown)
 	r.mu.Unlock()
 	r.wg.Wait()
-	return nil
+	return r.closeCluster()
 }
 
 // sessions returns the media sessions of the live calls that have one.
@@ -220,12 +228,19 @@ func (r *registry) connect(ev whatsapp.CallEvent, cfg callConfig) {
 		return
 	}
 	r.remember(id)
+	link := r.link
 	if len(r.live)+r.placing >= cfg.maxCalls {
 		r.wg.Add(1)
 		r.mu.Unlock()
 		go func() {
 			defer r.wg.Done()
+			// A node that is full rejects only a call it claimed: a
+			// connect retried here may be live on a peer.
+			if link != nil && !r.claim(link, ev, r.now(), cfg) {
+				return
+			}
 			r.reject(cfg, ev, errOverCapacity, "over_capacity")
+			r.releaseClaim(id)
 		}()
 		return
 	}
@@ -236,7 +251,21 @@ func (r *registry) connect(ev whatsapp.CallEvent, cfg callConfig) {
 	r.mu.Unlock()
 
 	r.metrics.callStarted()
-	go r.run(c, cfg)
+	go func() {
+		// In a cluster the call is claimed in Redis before anything is
+		// sent to Meta, so that a connect retried on several nodes is
+		// answered by one.
+		if link != nil && !r.claim(link, ev, c.received, cfg) {
+			r.mu.Lock()
+			delete(r.live, id)
+			r.mu.Unlock()
+			c.hangup(nil)
+			r.metrics.callEnded(resultDuplicate, "claimed_elsewhere", media.Stats{})
+			r.wg.Done()
+			return
+		}
+		r.run(c, cfg)
+	}()
 }
 
 // connectAge returns how old a connect event is by its timestamp, and
@@ -273,6 +302,14 @@ func (r *registry) terminate(ev whatsapp.CallEvent, cfg callConfig) {
 		r.stashEarly(ev.Call.ID, func(e *earlyEvent) { e.terminate = &ev })
 	}
 	logger := cfg.logger
+	link := r.link
+	if c == nil && link != nil && r.ctx.Err() == nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.forwardTerminate(link, ev, logger)
+		}()
+	}
 	r.mu.Unlock()
 	if c != nil {
 		c.ended.Store(&ev)
@@ -312,6 +349,7 @@ func (r *registry) release(c *call) {
 	delete(r.live, c.ev.Call.ID)
 	r.mu.Unlock()
 	c.hangup(nil)
+	r.releaseClaim(c.ev.Call.ID)
 }
 
 // run is one call's life: build the answer and dial the bot, pre_accept,
@@ -357,8 +395,11 @@ func (r *registry) run(c *call, cfg callConfig) {
 	})
 	if err != nil {
 		reason := "media"
-		if errors.Is(err, media.ErrBotUnavailable) {
+		switch {
+		case errors.Is(err, media.ErrBotUnavailable):
 			reason = "bot_unavailable"
+		case errors.Is(err, media.ErrBadOffer):
+			reason = "bad_offer" // an offer we cannot answer, such as one without Opus
 		}
 		r.fail(c, cfg, err, reason)
 		return
@@ -595,6 +636,8 @@ func endedBy(err error) string {
 		return "caller"
 	case errors.Is(err, errShutdown):
 		return "shutdown"
+	case errors.Is(err, errRemoteHangup):
+		return "remote"
 	case errors.Is(err, errHungUpByAPI):
 		return "api"
 	case errors.Is(err, errHungUpByBotREST):

@@ -111,6 +111,8 @@ type callView struct {
 	PhoneNumberID string     `json:"phone_number_id"`
 	Bot           string     `json:"bot"`
 	TwilioCallSID string     `json:"twilio_call_sid"`
+	// Node is the cluster node that holds the call; only with cluster.
+	Node string `json:"node,omitempty"`
 	// The user's number and ids, only when asked for (numbers=true).
 	From      string `json:"from,omitempty"`
 	To        string `json:"to,omitempty"`

@@ -25,8 +25,10 @@ type metrics struct {
 	packetsOut  prometheus.Counter
 	packetsLost prometheus.Counter
 	underruns   prometheus.Counter
+	lateFrames  prometheus.Counter
 	botDial     prometheus.Histogram
 	buffered    prometheus.Collector
+	cluster     *prometheus.CounterVec
 }
 
 var (
@@ -71,6 +73,10 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "underruns_total",
 			Help: "Gaps of at most 100 ms in the bot's audio mid-speech, played as silence; counted at call end.",
 		}),
+		lateFrames: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "late_frames_total",
+			Help: "20 ms send slots toward callers skipped because the send loop ran late (a stalled scheduler), counted at call end; no bot audio is dropped, it plays later.",
+		}),
 		botDial: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "bot_dial_seconds",
 			Help:    "Time to open the bot WebSocket, retries included.",
@@ -80,6 +86,10 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "playout_buffered_seconds",
 			Help: "Bot audio queued for callers, summed over live calls, at scrape time.",
 		}, bufferedSeconds),
+		cluster: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "cluster_events_total",
+			Help: "Cluster events on this node: hangup_forwarded (to a call's owner), hangup_received (from another node), event_forwarded and event_received (answer and status webhooks of business-initiated calls), orphan_ended (a lost node's call terminated toward Meta), redis_unavailable (a connect answered without Redis).",
+		}, []string{"event"}),
 	}
 }
 
@@ -98,7 +108,7 @@ func bufferedSeconds() float64 {
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.active, m.calls, m.webhooks, m.setup, m.botDial, m.buffered,
-		m.packetsIn, m.packetsOut, m.packetsLost, m.underruns,
+		m.packetsIn, m.packetsOut, m.packetsLost, m.underruns, m.lateFrames, m.cluster,
 	}
 }
 
@@ -171,6 +181,14 @@ func (m *metrics) callEnded(result, reason string, st media.Stats) {
 	m.packetsOut.Add(float64(st.PacketsOut))
 	m.packetsLost.Add(float64(st.PacketsLost))
 	m.underruns.Add(float64(st.Underruns))
+	m.lateFrames.Add(float64(st.LateFrames))
+}
+
+func (m *metrics) clusterEvent(event string) {
+	if m == nil {
+		return
+	}
+	m.cluster.WithLabelValues(event).Inc()
 }
 
 func (m *metrics) observeSetup(stage string, d time.Duration) {

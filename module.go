@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/whatsappcalls/caddy-whatsapp-calls/cluster"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/media/bot"
 	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
@@ -202,22 +203,27 @@ type Handler struct {
 	// Authorization); values may use {env.*}. Default: none.
 	StatusCallbackHeaders http.Header `json:"status_callback_headers,omitempty"`
 
+	// Shares the calls of several nodes behind a load balancer through
+	// Redis. Default: none (one node, no Redis).
+	Cluster *ClusterConfig `json:"cluster,omitempty"`
+
 	appSecret    []byte
 	verifyToken  string
 	phoneNumbers map[string]struct{}
 	botTemplate  botTemplate
 	networks     []netip.Prefix
 
-	graph     *whatsapp.Client
-	engineCfg media.EngineConfig // UDPMux is set when the app starts
-	callCfg   callConfig         // engine and notify are set when the app starts
-	callback  *callbackConfig    // status_callback, resolved; nil if none
-	app       *App
-	holds     *handlerHolds
-	metrics   *metrics
-	logger    *zap.Logger
-	webhooks  *zap.Logger
-	rejects   *rejectLog
+	graph      *whatsapp.Client
+	engineCfg  media.EngineConfig // UDPMux is set when the app starts
+	callCfg    callConfig         // engine and notify are set when the app starts
+	callback   *callbackConfig    // status_callback, resolved; nil if none
+	clusterCfg *cluster.Config    // nil on one node; the app's start attaches it
+	app        *App
+	holds      *handlerHolds
+	metrics    *metrics
+	logger     *zap.Logger
+	webhooks   *zap.Logger
+	rejects    *rejectLog
 }
 
 // ICEServer is a STUN or TURN server.
@@ -344,6 +350,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		codec:         media.Codec(h.Codec),
 		ringTimeout:   time.Duration(h.RingTimeout),
 		phoneNumbers:  h.phoneNumbers,
+	}
+
+	if h.Cluster != nil {
+		cc, err := h.Cluster.nodeConfig(h.logger.Named("cluster"))
+		if err != nil {
+			return err
+		}
+		h.clusterCfg = &cc
 	}
 
 	app, err := ctx.App(appID)

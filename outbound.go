@@ -126,26 +126,61 @@ func (r *registry) stashEarly(id string, add func(*earlyEvent)) {
 // answer hands Meta's SDP answer (a connect webhook of a business-initiated
 // call) to the call we placed. Answers to calls placed by other apps on the
 // account are left alone.
+//
+// In a cluster, an answer for a call that is not live here goes to the
+// node that placed it.
 func (r *registry) answer(ev whatsapp.CallEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.takeAnswerLocked(ev) {
+		r.forwardEventLocked(ev.Call.ID, eventKindAnswer, ev)
+	}
+}
+
+// takeAnswer is answer without forwarding, for an answer forwarded here.
+func (r *registry) takeAnswer(ev whatsapp.CallEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.takeAnswerLocked(ev)
+}
+
+// takeAnswerLocked gives the answer to the live call, or keeps it for a
+// call being placed here, and reports whether the call was live here.
+func (r *registry) takeAnswerLocked(ev whatsapp.CallEvent) bool {
 	if c := r.live[ev.Call.ID]; c != nil && c.out != nil {
 		c.out.addAnswer(ev)
-		return
+		return true
 	}
 	r.stashEarly(ev.Call.ID, func(e *earlyEvent) { e.answers = append(e.answers, ev) })
+	return false
 }
 
 // status hands a call status (RINGING, ACCEPTED, REJECTED) to the call we
 // placed; statuses of other calls are left alone.
+// In a cluster, a status of a call that is not live here goes to the node
+// that placed it.
 func (r *registry) status(st whatsapp.Status) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.takeStatusLocked(st) {
+		r.forwardEventLocked(st.ID, eventKindStatus, st)
+	}
+}
+
+// takeStatus is status without forwarding, for a status forwarded here.
+func (r *registry) takeStatus(st whatsapp.Status) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.takeStatusLocked(st)
+}
+
+func (r *registry) takeStatusLocked(st whatsapp.Status) bool {
 	if c := r.live[st.ID]; c != nil && c.out != nil {
 		c.out.addStatus(st)
-		return
+		return true
 	}
 	r.stashEarly(st.ID, func(e *earlyEvent) { e.statuses = append(e.statuses, st) })
+	return false
 }
 
 // placeRequest is the body of POST /calls: the user to call and the
@@ -327,8 +362,14 @@ func (r *registry) place(ctx context.Context, cfg callConfig, req placeRequest) 
 		clear(r.early)
 	}
 	r.wg.Add(1)
+	link := r.link
 	r.mu.Unlock()
 	placed = true
+	if link != nil {
+		// The call is this node's: Meta's answer and statuses landing on
+		// another node are forwarded here.
+		r.claim(link, ev, c.received, cfg)
+	}
 
 	if early != nil {
 		for _, a := range early.answers {

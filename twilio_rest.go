@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/whatsappcalls/caddy-whatsapp-calls/whatsapp"
 )
 
 // twilioPathPrefix starts the Twilio REST API's paths.
@@ -67,15 +69,33 @@ func (a *API) twilioUpdateCall(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, twilioCall(c, account, callSID))
 		return
 	}
+	// In a cluster the bot's hang-up may land on another node than the
+	// call's: it is forwarded to the owner.
+	ctx, cancel := contextWithTimeout(r, apiClusterBudget)
+	defer cancel()
+	if c, ok := clusterFindTwilio(ctx, account, callSID); ok {
+		if owner := clusterHangup(ctx, c.ID, hangupTwilioREST); owner != "" {
+			a.logger.Info("call hung up through the twilio rest api on another node",
+				zap.String("call_id", c.ID), zap.String("node", owner))
+			writeJSON(w, http.StatusOK, twilioResource(account, callSID, c.Started,
+				c.Direction == whatsapp.DirectionBusinessInitiated))
+			return
+		}
+	}
 	writeTwilioError(w, http.StatusNotFound, twilioNotFound,
 		"The requested resource /2010-04-01/Accounts/"+account+"/Calls/"+callSID+".json was not found")
 }
 
 // twilioCall is the part of Twilio's call resource that clients read.
 func twilioCall(c *call, account, sid string) map[string]any {
+	return twilioResource(account, sid, c.received, c.direction == directionOutbound)
+}
+
+// twilioResource is twilioCall for a call that started at started.
+func twilioResource(account, sid string, started time.Time, outbound bool) map[string]any {
 	now := time.Now().UTC().Format(time.RFC1123Z)
 	direction := "inbound"
-	if c.direction == directionOutbound {
+	if outbound {
 		direction = "outbound-api"
 	}
 	return map[string]any{
@@ -84,7 +104,7 @@ func twilioCall(c *call, account, sid string) map[string]any {
 		"status":       "completed",
 		"direction":    direction,
 		"api_version":  "2010-04-01",
-		"date_created": c.received.UTC().Format(time.RFC1123Z),
+		"date_created": started.UTC().Format(time.RFC1123Z),
 		"date_updated": now,
 		"end_time":     now,
 		"uri":          "/2010-04-01/Accounts/" + account + "/Calls/" + sid + ".json",

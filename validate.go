@@ -91,6 +91,11 @@ func (h *Handler) check() error {
 	if n := utf8.RuneCountInString(h.BizOpaqueCallbackData); n > maxCallbackData {
 		return fmt.Errorf("biz_opaque_callback_data is %d characters; Meta takes at most %d", n, maxCallbackData)
 	}
+	if h.Cluster != nil {
+		if err := h.Cluster.validate(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -356,6 +356,30 @@ func TestFaultGraph(t *testing.T) {
 		}
 	})
 
+	t.Run("an offer without opus is rejected as bad_offer", func(t *testing.T) {
+		defer graph.reset()
+		id := "wacid.fault-no-opus"
+		c := newLiteCaller(t, nil)
+		// Meta's offer with its Opus replaced by G.722, which we never
+		// answer: nothing is pre-accepted and the call is rejected.
+		offer := strings.NewReplacer(
+			"SAVPF 111 126", "SAVPF 9 126",
+			"a=rtpmap:111 opus/48000/2", "a=rtpmap:9 G722/8000",
+			"a=rtcp-fb:111 transport-cc", "a=rtcp-fb:9 transport-cc",
+			"a=fmtp:111 ", "a=fmtp:9 ",
+		).Replace(c.Offer())
+		if strings.Contains(strings.ToLower(offer), "opus") {
+			t.Fatalf("offer still has opus:\n%s", offer)
+		}
+		signedPost(t, faultWebhook, connectWebhook(id, offer))
+		graph.expect(t, "reject", id, 5*time.Second)
+		e := waitLog(t, logPath, "call ended", id)
+		if e != nil && (e["result"] != "rejected" || e["reason"] != "bad_offer") {
+			t.Errorf("call ended log = %v; want result rejected, reason bad_offer", e)
+		}
+		graph.quiet(t, 300*time.Millisecond)
+	})
+
 	t.Run("pre_accept hang is cut at answer_timeout", func(t *testing.T) {
 		defer graph.reset()
 		graph.set("pre_accept", graphHang)
