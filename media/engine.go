@@ -87,9 +87,10 @@ type EngineConfig struct {
 	Logger *zap.Logger
 }
 
-// Engine holds the pion configuration shared by every call: one webrtc.API
-// with our codecs, interceptors and ICE settings. It is safe for concurrent
-// use. Create sessions with NewSession.
+// Engine holds the pion configuration shared by every call: a webrtc.API
+// per audio codec (Opus; PCMU for passthrough calls), with our interceptors
+// and ICE settings. It is safe for concurrent use. Create sessions with
+// NewSession.
 type Engine struct {
 	api        *webrtc.API // Opus calls
 	pcmuAPI    *webrtc.API // PCMU passthrough calls
