@@ -7,7 +7,7 @@
 #   NS="10 50" PCMU_NS= bench/run.sh  # other call counts, no PCMU rows
 #
 # Environment:
-#   NS       call counts to run with Opus         (default "20 100 250")
+#   NS       call counts to run with Opus; empty: none (default "20 100 250")
 #   PCMU_NS  call counts to run with PCMU passthrough: the callers also
 #            offer PCMU (as WhatsApp does with additional_codecs), the
 #            floor echoes PCMU, Caddy answers PCMU (default: NS)
@@ -35,7 +35,7 @@
 # is the latency whatsapp_calls adds per direction.
 set -euo pipefail
 
-NS=${NS:-"20 100 250"}
+NS=${NS-"20 100 250"}
 PCMU_NS=${PCMU_NS-$NS}
 HOLD=${HOLD:-20}
 RAMP_MS=${RAMP_MS:-20}
