@@ -86,18 +86,10 @@ func (e *Engine) NewOutbound(ctx context.Context, cfg OutboundConfig) (*Outbound
 // setupOfferer builds the PeerConnection with our audio track and returns
 // the complete offer.
 func (s *Session) setupOfferer(ctx context.Context, rate int) (string, error) {
-	pc, err := s.engine.api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:    s.engine.iceServers,
-		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
-		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
-	})
+	pc, err := s.newPeerConnection(s.engine.api)
 	if err != nil {
-		return "", fmt.Errorf("new peer connection: %w", err)
+		return "", err
 	}
-	s.pc = pc
-	pc.OnConnectionStateChange(s.onState)
-	pc.OnTrack(s.onTrack)
-
 	s.track, err = webrtc.NewTrackLocalStaticRTP(opusCodec, opusTrackID, opusStreamID)
 	if err != nil {
 		return "", fmt.Errorf("new opus track: %w", err)
@@ -111,20 +103,7 @@ func (s *Session) setupOfferer(ctx context.Context, rate int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create offer: %w", err)
 	}
-	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return "", fmt.Errorf("set local description: %w", err)
-	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
-		return "", fmt.Errorf("gather ice candidates: %w", ctx.Err())
-	}
-	local := pc.LocalDescription()
-	if local == nil {
-		return "", errors.New("no local description after gathering")
-	}
-	sdp, err := onlySHA256Fingerprints(local.SDP)
+	sdp, err := completeLocalDescription(ctx, pc, offer)
 	if err != nil {
 		return "", err
 	}

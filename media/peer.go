@@ -21,18 +21,10 @@ func (s *Session) setupPeer(ctx context.Context, offer string, pcmu bool) (strin
 	if pcmu {
 		api = s.engine.pcmuAPI
 	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:    s.engine.iceServers,
-		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
-		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
-	})
+	pc, err := s.newPeerConnection(api)
 	if err != nil {
-		return "", fmt.Errorf("new peer connection: %w", err)
+		return "", err
 	}
-	s.pc = pc
-	pc.OnConnectionStateChange(s.onState)
-	pc.OnTrack(s.onTrack)
-
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
 		return "", fmt.Errorf("%w: set remote description: %w", ErrBadOffer, err)
 	}
@@ -58,8 +50,33 @@ func (s *Session) setupPeer(ctx context.Context, offer string, pcmu bool) (strin
 	if !pcmu && !sdpHasOpus(answer.SDP) {
 		return "", fmt.Errorf("%w: no opus audio in common", ErrBadOffer)
 	}
+	return completeLocalDescription(ctx, pc, answer)
+}
+
+// newPeerConnection builds s's PeerConnection from api (bundled, RTCP-muxed,
+// with the engine's ICE servers) and wires its state and track callbacks.
+func (s *Session) newPeerConnection(api *webrtc.API) (*webrtc.PeerConnection, error) {
+	pc, err := api.NewPeerConnection(webrtc.Configuration{
+		ICEServers:    s.engine.iceServers,
+		BundlePolicy:  webrtc.BundlePolicyMaxBundle,
+		RTCPMuxPolicy: webrtc.RTCPMuxPolicyRequire,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	s.pc = pc
+	pc.OnConnectionStateChange(s.onState)
+	pc.OnTrack(s.onTrack)
+	return pc, nil
+}
+
+// completeLocalDescription sets desc (our offer or answer) as pc's local
+// description, waits until ICE gathering is complete (WhatsApp takes no
+// trickled candidates; ctx bounds the wait) and returns the local SDP with
+// every candidate and only its sha-256 fingerprint.
+func completeLocalDescription(ctx context.Context, pc *webrtc.PeerConnection, desc webrtc.SessionDescription) (string, error) {
 	gathered := webrtc.GatheringCompletePromise(pc)
-	if err := pc.SetLocalDescription(answer); err != nil {
+	if err := pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("set local description: %w", err)
 	}
 	select {
@@ -71,11 +88,7 @@ func (s *Session) setupPeer(ctx context.Context, offer string, pcmu bool) (strin
 	if local == nil {
 		return "", errors.New("no local description after gathering")
 	}
-	sdp, err := onlySHA256Fingerprints(local.SDP)
-	if err != nil {
-		return "", err
-	}
-	return sdp, nil
+	return onlySHA256Fingerprints(local.SDP)
 }
 
 // onState is pion's connection state callback: it only records the state and
