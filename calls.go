@@ -442,10 +442,19 @@ func (r *registry) run(c *call, cfg callConfig) {
 		return
 	}
 	sess.StartPlayout()
+	r.talk(c, cfg, sess, log)
+}
+
+// talk runs an answered call until either side hangs up: it marks c
+// answered and reports it, waits for the end, terminates the call toward
+// Meta unless the user hung up, closes sess and reports the end with the
+// session's stats. fields (the direction, for an outbound call) are added
+// to the answered and ended logs.
+func (r *registry) talk(c *call, cfg callConfig, sess *media.Session, log *zap.Logger, fields ...zap.Field) {
 	answered := time.Now()
 	c.answeredAt.Store(answered.UnixNano())
 	c.setState(stateAnswered)
-	log.Info("call answered", zap.Duration("setup", answered.Sub(c.received)))
+	log.Info("call answered", append(fields, zap.Duration("setup", answered.Sub(c.received)))...)
 	cfg.notify.send(c.statusEvent(eventAnswered))
 
 	var ended error
@@ -467,7 +476,7 @@ func (r *registry) run(c *call, cfg callConfig) {
 	ev.DurationSeconds = time.Since(answered).Seconds()
 	c.addTerminate(&ev)
 	cfg.notify.send(ev)
-	log.Info("call ended",
+	log.Info("call ended", append(fields,
 		zap.String("result", resultAnswered),
 		zap.String("ended_by", endedBy(ended)),
 		zap.Duration("duration", time.Since(answered)),
@@ -475,7 +484,7 @@ func (r *registry) run(c *call, cfg callConfig) {
 		zap.Uint64("packets_out", st.PacketsOut),
 		zap.Uint64("packets_lost", st.PacketsLost),
 		zap.Uint64("underruns", st.Underruns),
-		zap.Uint64("dtmf", st.DTMFCount))
+		zap.Uint64("dtmf", st.DTMFCount))...)
 }
 
 // fail ends a call that was never answered: it is rejected toward Meta,

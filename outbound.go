@@ -539,37 +539,7 @@ func (r *registry) runOutbound(c *call, o *media.Outbound, cfg callConfig, botTm
 		return
 	}
 	cancel()
-	answeredAt := time.Now()
-	c.answeredAt.Store(answeredAt.UnixNano())
-	c.setState(stateAnswered)
-	log.Info("call answered", zap.String("direction", directionOutbound), zap.Duration("setup", answeredAt.Sub(c.received)))
-	cfg.notify.send(c.statusEvent(eventAnswered))
-
-	var ended error
-	select {
-	case <-sess.Done():
-		ended = sess.Err()
-	case <-c.ctx.Done():
-		ended = context.Cause(c.ctx)
-	}
-	if !errors.Is(ended, errCallerHungUp) {
-		r.terminateTowardMeta(cfg.graph, c.ev, log)
-	}
-	_ = sess.Close()
-	st := sess.Stats()
-	r.metrics.callEnded(resultAnswered, "", st)
-	ev := c.statusEvent(eventEnded)
-	ev.Reason = "completed_" + endedBy(ended)
-	ev.DurationSeconds = time.Since(answeredAt).Seconds()
-	c.addTerminate(&ev)
-	cfg.notify.send(ev)
-	log.Info("call ended",
-		zap.String("direction", directionOutbound),
-		zap.String("result", resultAnswered),
-		zap.String("ended_by", endedBy(ended)),
-		zap.Duration("duration", time.Since(answeredAt)),
-		zap.Uint64("packets_in", st.PacketsIn),
-		zap.Uint64("packets_out", st.PacketsOut))
+	r.talk(c, cfg, sess, log, zap.String("direction", directionOutbound))
 }
 
 // outboundCause says why an outbound call's context ended before it was
