@@ -18,21 +18,7 @@ func NewAnswerer(cfg Config, offer string) (*Caller, error) {
 	if cfg.Shape != Meta {
 		return nil, errors.New("caller: only the meta shape answers")
 	}
-	api, mux, err := newAPI(cfg)
-	if err != nil {
-		return nil, err
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		closeMux(mux)
-		return nil, fmt.Errorf("new peer connection: %w", err)
-	}
-	c := &Caller{pc: pc, mux: mux, connected: make(chan struct{}), failed: make(chan struct{})}
-	if err := c.answer(cfg, offer); err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	return c, nil
+	return newCaller(cfg, func(c *Caller, cfg Config) error { return c.answer(cfg, offer) })
 }
 
 // answer applies offer, adds the track and makes the complete answer.
@@ -47,12 +33,11 @@ func (c *Caller) answer(cfg Config, offer string) error {
 	if err != nil {
 		return fmt.Errorf("create answer: %w", err)
 	}
-	gathered := webrtc.GatheringCompletePromise(c.pc)
-	if err := c.pc.SetLocalDescription(answer); err != nil {
-		return fmt.Errorf("set local description: %w", err)
+	local, err := c.completeLocal(answer)
+	if err != nil {
+		return err
 	}
-	<-gathered
-	c.offer = metaAnswer(c.pc.LocalDescription().SDP)
+	c.offer = metaAnswer(local)
 	return nil
 }
 

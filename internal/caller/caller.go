@@ -139,6 +139,12 @@ func New(cfg Config) (*Caller, error) {
 	if cfg.PCMU && cfg.Shape != Meta {
 		return nil, errors.New("caller: PCMU needs the Meta shape")
 	}
+	return newCaller(cfg, (*Caller).setup)
+}
+
+// newCaller builds a Caller's API and PeerConnection and runs describe (the
+// offer or the answer) on it; on error everything is closed.
+func newCaller(cfg Config, describe func(*Caller, Config) error) (*Caller, error) {
 	api, mux, err := newAPI(cfg)
 	if err != nil {
 		return nil, err
@@ -149,11 +155,22 @@ func New(cfg Config) (*Caller, error) {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
 	c := &Caller{pc: pc, mux: mux, connected: make(chan struct{}), failed: make(chan struct{}), frameTicks: SamplesPer20}
-	if err := c.setup(cfg); err != nil {
+	if err := describe(c, cfg); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// completeLocal sets desc as the local description, waits for ICE
+// gathering to finish and returns the local SDP with every candidate.
+func (c *Caller) completeLocal(desc webrtc.SessionDescription) (string, error) {
+	gathered := webrtc.GatheringCompletePromise(c.pc)
+	if err := c.pc.SetLocalDescription(desc); err != nil {
+		return "", fmt.Errorf("set local description: %w", err)
+	}
+	<-gathered
+	return c.pc.LocalDescription().SDP, nil
 }
 
 // newAPI builds the pion API of one caller: its codecs, interceptors and
@@ -253,12 +270,10 @@ func (c *Caller) setup(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("create offer: %w", err)
 	}
-	gathered := webrtc.GatheringCompletePromise(c.pc)
-	if err := c.pc.SetLocalDescription(offer); err != nil {
-		return fmt.Errorf("set local description: %w", err)
+	local, err := c.completeLocal(offer)
+	if err != nil {
+		return err
 	}
-	<-gathered
-	local := c.pc.LocalDescription().SDP
 	if cfg.Shape != Meta {
 		c.offer = local
 		return nil
