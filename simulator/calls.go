@@ -334,6 +334,16 @@ func (s *Simulator) sendTerminate(ctx context.Context, c *call, status string, s
 // sendTerminateAsync delivers a terminate webhook after the business ended
 // the call, as Meta does, from a goroutine that Cleanup waits for.
 func (s *Simulator) sendTerminateAsync(c *call, status string, started, ended time.Time) {
+	s.goOwned(func(ctx context.Context) {
+		if err := s.sendTerminate(ctx, c, status, started, ended); err != nil {
+			s.logger.Warn("terminate webhook failed", zap.String("call_id", c.id), zap.Error(err))
+		}
+	})
+}
+
+// goOwned runs fn in a goroutine that Cleanup waits for, with the context
+// Cleanup cancels; after Cleanup it does nothing.
+func (s *Simulator) goOwned(fn func(ctx context.Context)) {
 	st := s.state
 	st.mu.Lock()
 	if st.closed {
@@ -344,9 +354,7 @@ func (s *Simulator) sendTerminateAsync(c *call, status string, started, ended ti
 	st.mu.Unlock()
 	go func() {
 		defer st.wg.Done()
-		if err := s.sendTerminate(st.ctx, c, status, started, ended); err != nil {
-			s.logger.Warn("terminate webhook failed", zap.String("call_id", c.id), zap.Error(err))
-		}
+		fn(st.ctx)
 	}()
 }
 

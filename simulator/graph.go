@@ -179,7 +179,12 @@ func isDigits(s string) bool {
 // checkAnswer applies what Meta needs of an answer: an audio section, a
 // sha-256 fingerprint, the DTLS client role and candidates inline (the
 // Graph API takes no trickled candidates).
-func checkAnswer(sdp string) error {
+func checkAnswer(sdp string) error { return checkSDP(sdp, "active") }
+
+// checkSDP applies what Meta needs of an offer or an answer: an audio
+// section, a sha-256 fingerprint, the DTLS role setup (a=setup:<setup>) and
+// every candidate inline.
+func checkSDP(sdp, setup string) error {
 	switch {
 	case !strings.HasPrefix(sdp, "v=0"):
 		return fmt.Errorf("not an SDP")
@@ -187,8 +192,8 @@ func checkAnswer(sdp string) error {
 		return fmt.Errorf("no audio section")
 	case !strings.Contains(sdp, "a=fingerprint:sha-256"):
 		return fmt.Errorf("no sha-256 fingerprint")
-	case !strings.Contains(sdp, "a=setup:active"):
-		return fmt.Errorf("DTLS role must be active (a=setup:active)")
+	case !strings.Contains(sdp, "a=setup:"+setup):
+		return fmt.Errorf("DTLS role must be %s (a=setup:%s)", setup, setup)
 	case !strings.Contains(sdp, "a=candidate:"):
 		return fmt.Errorf("no ICE candidates (candidates cannot be trickled)")
 	}

@@ -59,21 +59,7 @@ type webhookPermissionReply struct {
 // checkOffer applies what Meta needs of a business's offer: an audio
 // section, a sha-256 fingerprint, a=setup:actpass (Meta answers active)
 // and every candidate inline.
-func checkOffer(sdp string) error {
-	switch {
-	case !strings.HasPrefix(sdp, "v=0"):
-		return fmt.Errorf("not an SDP")
-	case !strings.Contains(sdp, "m=audio"):
-		return fmt.Errorf("no audio section")
-	case !strings.Contains(sdp, "a=fingerprint:sha-256"):
-		return fmt.Errorf("no sha-256 fingerprint")
-	case !strings.Contains(sdp, "a=setup:actpass"):
-		return fmt.Errorf("DTLS role must be actpass (a=setup:actpass)")
-	case !strings.Contains(sdp, "a=candidate:"):
-		return fmt.Errorf("no ICE candidates (candidates cannot be trickled)")
-	}
-	return nil
-}
+func checkOffer(sdp string) error { return checkSDP(sdp, "actpass") }
 
 // connect starts a business-initiated call to the page: the page's next
 // poll of GET /api/calls shows it, its first event carries the offer, and
@@ -195,20 +181,11 @@ func (s *Simulator) deliverRecorded(ctx context.Context, c *call, event, status 
 // deliverAsync posts a webhook from a goroutine that Cleanup waits for, as
 // Meta delivers after answering the Graph request.
 func (s *Simulator) deliverAsync(c *call, event, status string, body []byte) {
-	st := s.state
-	st.mu.Lock()
-	if st.closed {
-		st.mu.Unlock()
-		return
-	}
-	st.wg.Add(1)
-	st.mu.Unlock()
-	go func() {
-		defer st.wg.Done()
-		if err := s.deliverRecorded(st.ctx, c, event, status, body); err != nil {
+	s.goOwned(func(ctx context.Context) {
+		if err := s.deliverRecorded(ctx, c, event, status, body); err != nil {
 			s.logger.Warn("webhook failed", zap.String("call_id", c.id), zap.String("event", event), zap.Error(err))
 		}
-	}()
+	})
 }
 
 // servePermissions fakes GET /{phone_number_id}/call_permissions: the
