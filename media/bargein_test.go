@@ -3,6 +3,7 @@ package media
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func TestBargeInFarAhead(t *testing.T) {
 				b.wait(ctx, t, "websocket:cleared", func() bool { return hasEvent(b.msgs, "websocket:cleared") })
 				// Played notifies were echoed before; the dropped ones are
 				// answered by websocket:cleared alone.
-				if got := b.markEchoes(); len(got) > 1 || !reflect.DeepEqual(got, marks[:len(got)]) {
+				if got := b.markEchoes(); len(got) > 1 || !slices.Equal(got, marks[:len(got)]) {
 					t.Errorf("notify echoes = %q; want at most the first second's, %q", got, marks[:1])
 				}
 			}
