@@ -912,13 +912,6 @@ func (b *botSide) sid() string {
 	return b.streamSid
 }
 
-// audioLen returns how many samples the bot has received.
-func (b *botSide) audioLen() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.audio)
-}
-
 // audioTail returns the last n samples the bot received.
 func (b *botSide) audioTail(n int) []int16 {
 	b.mu.Lock()

@@ -442,15 +442,6 @@ func (c *Caller) Codec() string {
 	return c.track.codec
 }
 
-// SkipOpus advances the sequence number and timestamp as if one packet
-// had been sent and lost.
-func (c *Caller) SkipOpus() {
-	c.mu.Lock()
-	c.seq++
-	c.ts += c.frameTicks
-	c.mu.Unlock()
-}
-
 // SendDTMF sends one RFC 4733 key press: the event every 20 ms for
 // duration, then three end packets, all with the key press's timestamp.
 func (c *Caller) SendDTMF(ctx context.Context, digit byte, duration time.Duration) error {

@@ -212,15 +212,6 @@ func (p *peer) end(t testing.TB) error {
 	return nil
 }
 
-// endAfter skips n messages, then waits for the end of the stream.
-func (p *peer) endAfter(t testing.TB, n int) error {
-	t.Helper()
-	for range n {
-		p.next(t)
-	}
-	return p.end(t)
-}
-
 // send writes a message from the bot.
 func (p *peer) send(t testing.TB, typ websocket.MessageType, data string) {
 	t.Helper()
