@@ -223,12 +223,17 @@ func (r *registry) endOrphan(link *clusterLink, c cluster.Call) {
 
 // releaseClaim forgets an ended call's claim in Redis. r.mu must not be held.
 func (r *registry) releaseClaim(id string) {
-	r.mu.Lock()
-	link := r.link
-	r.mu.Unlock()
-	if link != nil {
+	if link := r.clusterLink(); link != nil {
 		link.node.Release(id)
 	}
+}
+
+// clusterLink returns r's cluster node, or nil on one node (or once it is
+// closed). r.mu must not be held.
+func (r *registry) clusterLink() *clusterLink {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.link
 }
 
 // closeCluster stops the registry's cluster node, once every call ended.
@@ -365,9 +370,7 @@ func (r *registry) forwardedEvent(callID string, ev cluster.Event) {
 // "" when no registry knows the call.
 func clusterHangup(ctx context.Context, id, reason string) string {
 	for _, reg := range directory.registries() {
-		reg.mu.Lock()
-		link := reg.link
-		reg.mu.Unlock()
+		link := reg.clusterLink()
 		if link == nil {
 			continue
 		}
@@ -384,9 +387,7 @@ func clusterHangup(ctx context.Context, id, reason string) string {
 // twilio-dialect ids are accountSID and callSID.
 func clusterFindTwilio(ctx context.Context, accountSID, callSID string) (cluster.Call, bool) {
 	for _, reg := range directory.registries() {
-		reg.mu.Lock()
-		link := reg.link
-		reg.mu.Unlock()
+		link := reg.clusterLink()
 		if link == nil {
 			continue
 		}
@@ -406,9 +407,7 @@ func clusterFindTwilio(ctx context.Context, accountSID, callSID string) (cluster
 // withCluster adds to a registry's own list the calls that other nodes of
 // its cluster hold. It reports false when Redis could not be asked.
 func (r *registry) withCluster(ctx context.Context, local []callView) ([]callView, bool) {
-	r.mu.Lock()
-	link := r.link
-	r.mu.Unlock()
+	link := r.clusterLink()
 	if link == nil {
 		return local, true
 	}
