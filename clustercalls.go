@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"sync/atomic"
 	"time"
 
@@ -246,28 +245,6 @@ func (r *registry) closeCluster() error {
 		return nil
 	}
 	return link.node.Close()
-}
-
-// listCalls returns the calls of the whole cluster, or this node's calls
-// when no cluster is configured, oldest first. It holds no phone numbers.
-func (r *registry) listCalls(ctx context.Context) ([]cluster.Call, error) {
-	r.mu.Lock()
-	link := r.link
-	local := make([]cluster.Call, 0, len(r.live))
-	for _, c := range r.live {
-		local = append(local, cluster.Call{
-			ID:            c.ev.Call.ID,
-			PhoneNumberID: c.ev.PhoneNumberID,
-			Direction:     c.ev.Call.Direction,
-			Started:       c.received,
-		})
-	}
-	r.mu.Unlock()
-	if link != nil {
-		return link.node.List(ctx)
-	}
-	sort.Slice(local, func(i, j int) bool { return local[i].Started.Before(local[j].Started) })
-	return local, nil
 }
 
 // Kinds of the events forwarded to a call's owner.
