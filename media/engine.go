@@ -358,6 +358,21 @@ func (e *Engine) Close() error {
 	return errors.Join(errs...)
 }
 
+// isClosed reports whether Close has been called.
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// loggerOr returns logger, or e's logger if logger is nil.
+func (e *Engine) loggerOr(logger *zap.Logger) *zap.Logger {
+	if logger == nil {
+		return e.logger
+	}
+	return logger
+}
+
 // register adds s to the live sessions, or fails if e is closed.
 func (e *Engine) register(s *Session) error {
 	e.mu.Lock()

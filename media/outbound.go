@@ -54,16 +54,10 @@ type Outbound struct {
 // NewOutbound builds the PeerConnection of a business-initiated call and
 // its complete offer (ICE gathering finished). ctx bounds the gathering.
 func (e *Engine) NewOutbound(ctx context.Context, cfg OutboundConfig) (*Outbound, error) {
-	e.mu.Lock()
-	closed := e.closed
-	e.mu.Unlock()
-	if closed {
+	if e.isClosed() {
 		return nil, ErrClosed
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = e.logger
-	}
+	logger := e.loggerOr(cfg.Logger)
 	rate := cfg.SampleRate
 	if rate == 0 {
 		rate = 16000

@@ -154,16 +154,10 @@ type Session struct {
 // If either side fails, both are torn down and the error wraps ErrBadOffer or
 // ErrBotUnavailable (or ctx's error). ctx bounds this setup only.
 func (e *Engine) NewSession(ctx context.Context, cfg SessionConfig) (*Session, error) {
-	e.mu.Lock()
-	closed := e.closed
-	e.mu.Unlock()
-	if closed {
+	if e.isClosed() {
 		return nil, ErrClosed
 	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = e.logger
-	}
+	logger := e.loggerOr(cfg.Logger)
 	logger = logger.With(zap.String("call_id", cfg.CallID))
 	if cfg.Bot.Logger == nil {
 		cfg.Bot.Logger = logger.Named("bot")
