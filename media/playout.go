@@ -20,8 +20,7 @@ const StartLead = 2
 // playoutInitial is the queue's starting size (and the size it shrinks back
 // to once empty), in frames: 0.5 s, 8 KiB at 8 kHz. A bot that sends
 // further ahead grows it by doubling; a call whose bot is quiet or speaks
-// in real time keeps it small (it was 2 s, 32 KiB a call at 8 kHz, for
-// nothing).
+// in real time keeps it small.
 const playoutInitial = 25
 
 // underrunWindow is the longest gap in the bot's audio that counts as an
