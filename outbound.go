@@ -548,10 +548,11 @@ func (r *registry) outboundCause(c *call) (string, bool) {
 	cause := context.Cause(c.ctx)
 	switch {
 	case errors.Is(cause, errCallerHungUp):
-		if t := c.ended.Load(); t != nil && strings.EqualFold(t.Call.Status, "REJECTED") {
+		t := c.ended.Load()
+		switch {
+		case t != nil && strings.EqualFold(t.Call.Status, "REJECTED"):
 			return reasonRejected, false
-		}
-		if t := c.ended.Load(); t != nil && t.Call.StartTime.IsZero() && t.Call.Duration == 0 && len(t.Errors) == 0 {
+		case t != nil && t.Call.StartTime.IsZero() && t.Call.Duration == 0 && len(t.Errors) == 0:
 			return reasonNoAnswer, false
 		}
 		return reasonTerminated, false
