@@ -423,7 +423,7 @@ func TestFaultBotGarbageIgnored(t *testing.T) {
 			c.sendTone(inHz, amp)
 			b.wait(ctx, t, "caller audio", func() bool { return b.audioMsgs >= 5 })
 
-			framesBefore := botFrames(b)
+			framesBefore, clockBefore := botFrames(b), c.clock()
 			start := time.Now()
 			rng := rand.New(rand.NewPCG(3, 4))
 			for _, g := range tt.garbage {
@@ -449,8 +449,9 @@ func TestFaultBotGarbageIgnored(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 			elapsed := time.Since(start)
-			if got, want := botFrames(b)-framesBefore, int(elapsed/FrameDuration)*4/5; got < want {
-				t.Errorf("bot got %d frames of caller audio in the %v after the garbage; want at least %d", got, elapsed, want)
+			sent := int((c.clock() - clockBefore) / callerFrame)
+			if got, want := botFrames(b)-framesBefore, sent*4/5; got < want {
+				t.Errorf("bot got %d frames of caller audio in the %v after the garbage, of %d the caller sent; want at least %d", got, elapsed, sent, want)
 			}
 			if err := call.s.Err(); err != nil {
 				t.Fatalf("session ended after garbage: %v", err)

@@ -409,6 +409,16 @@ func (c *caller) sendTone(freq, amp float64) {
 	}()
 }
 
+// clock returns the caller's RTP timestamp: it advances by callerFrame for
+// each audio frame sent, so the difference of two readings counts the
+// frames the caller really sent between them (its sender can fall behind
+// its ticker on a loaded machine).
+func (c *caller) clock() uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ts
+}
+
 // sendDTMF sends each digit as RFC 4733 events: five updates 20 ms apart,
 // then the end packet three times, each event stamped with the audio clock.
 func (c *caller) sendDTMF(ctx context.Context, digits string) {
