@@ -164,7 +164,8 @@ func TestOutboundBadInput(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := e.NewOutbound(cctx, OutboundConfig{}); err == nil {
+	if o, err := e.NewOutbound(cctx, OutboundConfig{}); err == nil {
+		_ = o.Close()
 		t.Error("NewOutbound with a canceled context = nil error; want one")
 	}
 }

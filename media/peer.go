@@ -75,6 +75,11 @@ func (s *Session) newPeerConnection(api *webrtc.API) (*webrtc.PeerConnection, er
 // trickled candidates; ctx bounds the wait) and returns the local SDP with
 // every candidate and only its sha-256 fingerprint.
 func completeLocalDescription(ctx context.Context, pc *webrtc.PeerConnection, desc webrtc.SessionDescription) (string, error) {
+	// An ended ctx fails here: once gathering is under way, select would
+	// pick at random between it and a gathering that completes at once.
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("gather ice candidates: %w", err)
+	}
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(desc); err != nil {
 		return "", fmt.Errorf("set local description: %w", err)
