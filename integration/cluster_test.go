@@ -358,6 +358,21 @@ type clusterNode struct {
 	udpPort int
 }
 
+// startNodes starts count Caddy nodes named prefix1, prefix2, ..., each on
+// free loopback HTTP and UDP ports, all on the same Graph API, bot and Redis.
+func startNodes(t *testing.T, bin, dir, prefix string, count int, graphURL, botURL, redisAddr string) []*clusterNode {
+	t.Helper()
+	var nodes []*clusterNode
+	for i := range count {
+		n := &clusterNode{id: fmt.Sprintf("%s%d", prefix, i+1),
+			httpAdr: net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t))),
+			udpPort: freeUDPPort(t)}
+		n.caddyProc = startCaddy(t, bin, dir, n.id, nodeCaddyfile(n, graphURL, botURL, redisAddr))
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
 func nodeCaddyfile(n *clusterNode, graphURL, botURL, redisAddr string) string {
 	return fmt.Sprintf(`{
 	admin off
@@ -556,14 +571,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	dir := t.TempDir()
 	bin := buildCaddy(t, dir)
 
-	var nodes []*clusterNode
-	for i := range 3 {
-		n := &clusterNode{id: fmt.Sprintf("node%d", i+1),
-			httpAdr: net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t))),
-			udpPort: freeUDPPort(t)}
-		n.caddyProc = startCaddy(t, bin, dir, n.id, nodeCaddyfile(n, graph.URL, bot.url(), redis.Addr()))
-		nodes = append(nodes, n)
-	}
+	nodes := startNodes(t, bin, dir, "node", 3, graph.URL, bot.url(), redis.Addr())
 	lbAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t)))
 	lb := startCaddy(t, bin, dir, "lb", lbCaddyfile(lbAddr, nodes))
 	for _, n := range nodes {
@@ -752,14 +760,7 @@ func TestClusterControlAPIAndOutbound(t *testing.T) {
 	bots := newClusterBot(t)
 	dir := t.TempDir()
 	bin := buildCaddy(t, dir)
-	var nodes []*clusterNode
-	for i := range 2 {
-		n := &clusterNode{id: fmt.Sprintf("api%d", i+1),
-			httpAdr: net.JoinHostPort("127.0.0.1", strconv.Itoa(redistest.FreePort(t))),
-			udpPort: freeUDPPort(t)}
-		n.caddyProc = startCaddy(t, bin, dir, n.id, nodeCaddyfile(n, graph.URL, bots.url(), redis.Addr()))
-		nodes = append(nodes, n)
-	}
+	nodes := startNodes(t, bin, dir, "api", 2, graph.URL, bots.url(), redis.Addr())
 	for _, n := range nodes {
 		waitHTTP(t, n.caddyProc, n.httpAdr)
 	}

@@ -285,6 +285,20 @@ func placeOutbound(t *testing.T, g *metaGraph, body map[string]any) (string, str
 	return id, offer
 }
 
+// userAnswers plays the user picking up on WhatsApp: a Meta-faithful peer
+// answers our offer, and Meta's connect webhook with that SDP answer is
+// posted to webhook. The peer is closed when the test ends.
+func userAnswers(t *testing.T, webhook, id, offer string, cfg caller.Config) *caller.Caller {
+	t.Helper()
+	user, err := caller.NewAnswerer(cfg, offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { user.Close() })
+	signedPost(t, webhook, answerWebhook(id, user.Answer()))
+	return user
+}
+
 // TestOutboundCallAnswered places a call that the user answers: Meta's
 // answer and statuses arrive as webhooks, the bot is connected when the
 // user picks up, audio flows both ways, and the bot hangs up with
@@ -303,12 +317,7 @@ func TestOutboundCallAnswered(t *testing.T) {
 	}
 
 	audio := newCallerAudio(t)
-	user, err := caller.NewAnswerer(caller.Config{OnAudio: audio.onAudio}, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { user.Close() })
-	signedPost(t, webhook, answerWebhook(id, user.Answer()))
+	user := userAnswers(t, webhook, id, offer, caller.Config{OnAudio: audio.onAudio})
 	signedPost(t, webhook, statusWebhook(id, "RINGING"))
 	sink.expect(t, "ringing")
 	// A status of a call another app placed is left alone.
@@ -401,12 +410,7 @@ func TestOutboundCallEnds(t *testing.T) {
 	t.Run("declined", func(t *testing.T) {
 		id, offer := placeOutbound(t, g, map[string]any{"to": userWaID})
 		sink.expect(t, "initiated")
-		user, err := caller.NewAnswerer(caller.Config{}, offer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer user.Close()
-		signedPost(t, webhook, answerWebhook(id, user.Answer()))
+		userAnswers(t, webhook, id, offer, caller.Config{})
 		signedPost(t, webhook, statusWebhook(id, "RINGING"))
 		sink.expect(t, "ringing")
 		signedPost(t, webhook, statusWebhook(id, "REJECTED"))
@@ -450,12 +454,7 @@ func TestOutboundCallEnds(t *testing.T) {
 	t.Run("user hangs up", func(t *testing.T) {
 		id, offer := placeOutbound(t, g, map[string]any{"to": userWaID})
 		sink.expect(t, "initiated")
-		user, err := caller.NewAnswerer(caller.Config{}, offer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer user.Close()
-		signedPost(t, webhook, answerWebhook(id, user.Answer()))
+		userAnswers(t, webhook, id, offer, caller.Config{})
 		signedPost(t, webhook, statusWebhook(id, "ACCEPTED"))
 		sink.expect(t, "answered")
 		signedPost(t, webhook, outboundTerminate(id))
@@ -474,12 +473,7 @@ func TestOutboundCallEnds(t *testing.T) {
 	t.Run("bot hangs up", func(t *testing.T) {
 		id, offer := placeOutbound(t, g, map[string]any{"to": userWaID})
 		sink.expect(t, "initiated")
-		user, err := caller.NewAnswerer(caller.Config{}, offer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer user.Close()
-		signedPost(t, webhook, answerWebhook(id, user.Answer()))
+		userAnswers(t, webhook, id, offer, caller.Config{})
 		signedPost(t, webhook, statusWebhook(id, "ACCEPTED"))
 		sink.expect(t, "answered")
 		close(b.hangup)
@@ -654,12 +648,7 @@ func TestOutboundReload(t *testing.T) {
 	sink.expect(t, "initiated")
 	tester.InitServer(outboundConfig(g.URL, botURL, sink.URL, "bot_param reloaded yes"), "caddyfile")
 
-	user, err := caller.NewAnswerer(caller.Config{}, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer user.Close()
-	signedPost(t, webhook, answerWebhook(id, user.Answer()))
+	user := userAnswers(t, webhook, id, offer, caller.Config{})
 	signedPost(t, webhook, statusWebhook(id, "ACCEPTED"))
 	sink.expect(t, "answered")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -696,12 +685,7 @@ func TestOutboundLogsHoldNoNumbers(t *testing.T) {
 	const webhook = "http://localhost:9080/webhook"
 
 	id, offer := placeOutbound(t, g, map[string]any{"to": userWaID, "biz_opaque_callback_data": "secret-ticket"})
-	user, err := caller.NewAnswerer(caller.Config{}, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer user.Close()
-	signedPost(t, webhook, answerWebhook(id, user.Answer()))
+	userAnswers(t, webhook, id, offer, caller.Config{})
 	signedPost(t, webhook, statusWebhook(id, "RINGING"))
 	signedPost(t, webhook, statusWebhook(id, "ACCEPTED"))
 	for _, ev := range []string{"initiated", "ringing", "answered"} {
